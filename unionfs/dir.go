@@ -1,0 +1,623 @@
+package unionfs
+
+import (
+	"context"
+	"encoding/binary"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ fs.NodeReaddirer = (*node)(nil)
+	_ fs.NodeCreater   = (*node)(nil)
+	_ fs.NodeMkdirer   = (*node)(nil)
+	_ fs.NodeMknoder   = (*node)(nil)
+	_ fs.NodeSymlinker = (*node)(nil)
+	_ fs.NodeLinker    = (*node)(nil)
+	_ fs.NodeUnlinker  = (*node)(nil)
+	_ fs.NodeRmdirer   = (*node)(nil)
+	_ fs.NodeRenamer   = (*node)(nil)
+)
+
+// dirent is one raw entry of a layer directory.
+type dirent struct {
+	name string
+	typ  uint8
+	ino  uint64
+}
+
+// readDirents lists a layer directory given its O_PATH fd.
+func readDirents(dirfd int) ([]dirent, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var out []dirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.LittleEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				break
+			}
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			out = append(out, dirent{name: string(name), typ: b[18], ino: binary.LittleEndian.Uint64(b[0:8])})
+			b = b[reclen:]
+		}
+	}
+}
+
+func dtToMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	}
+	return unix.S_IFREG
+}
+
+// readMerged lists the merged directory made of dirs: upper entries first,
+// then each lower's new names; whiteouts and markers hide names and are
+// never listed.
+func (u *union) readMerged(dirs []layerDir) ([]fuse.DirEntry, syscall.Errno) {
+	seen := map[string]struct{}{}
+	var out []fuse.DirEntry
+	for _, ld := range dirs {
+		ents, err := readDirents(ld.fd)
+		if err != nil {
+			return nil, fs.ToErrno(err)
+		}
+		var hides []string
+		for _, e := range ents {
+			if e.name == "." || e.name == ".." {
+				continue
+			}
+			if t, ok := whiteout.Target(e.name); ok {
+				hides = append(hides, t)
+				continue
+			}
+			if whiteout.IsMarkerName(e.name) {
+				continue
+			}
+			if _, dup := seen[e.name]; dup {
+				continue
+			}
+			seen[e.name] = struct{}{}
+			if e.typ == unix.DT_CHR || e.typ == unix.DT_UNKNOWN || (e.typ == unix.DT_REG && ld.opq.XattrWhiteouts) {
+				var x unix.Statx_t
+				if err := statxAt(ld.fd, e.name, &x); err != nil {
+					continue // vanished
+				}
+				if isWhiteout(ld, e.name, &x) {
+					continue
+				}
+				e.typ = uint8(x.Mode>>12) & 0xf
+			}
+			out = append(out, fuse.DirEntry{Name: e.name, Mode: dtToMode(e.typ), Ino: u.ino(ld.layer, e.ino)})
+		}
+		// A ".wh.NAME" hides NAME in the layers below, not its own.
+		for _, h := range hides {
+			seen[h] = struct{}{}
+		}
+	}
+	return out, 0
+}
+
+func (d *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	d.u.renameMu.RLock()
+	defer d.u.renameMu.RUnlock()
+	ents, errno := d.u.readMerged(d.layerDirs())
+	if errno != 0 {
+		return nil, errno
+	}
+	parentIno := uint64(1)
+	if _, p := d.Parent(); p != nil {
+		parentIno = p.StableAttr().Ino
+	}
+	list := append([]fuse.DirEntry{
+		{Name: ".", Mode: unix.S_IFDIR, Ino: d.StableAttr().Ino},
+		{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno},
+	}, ents...)
+	return fs.NewListDirStream(list), 0
+}
+
+// child returns the node of an existing entry of d.
+func (d *node) child(ctx context.Context, name string) (*node, syscall.Errno) {
+	if in := d.GetChild(name); in != nil {
+		return in.Operations().(*node), 0
+	}
+	f, errno := d.find(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	var attr fuse.Attr
+	in := d.newChild(ctx, name, f, &attr)
+	d.AddChild(name, in, false)
+	return in.Operations().(*node), 0
+}
+
+type whKind int
+
+const (
+	whNone whKind = iota
+	whChar        // char 0/0 device
+	whFile        // ".wh.NAME" file
+)
+
+// upperWhiteout tells which whiteout form, if any, holds name in the upper
+// directory up.
+func upperWhiteout(up int, name string) whKind {
+	var x unix.Statx_t
+	if statxAt(up, name, &x) == nil && x.Mode&unix.S_IFMT == unix.S_IFCHR && x.Rdev_major == 0 && x.Rdev_minor == 0 {
+		return whChar
+	}
+	if whiteout.HasFileWhiteout(up, name) {
+		return whFile
+	}
+	return whNone
+}
+
+// checkNewName refuses names the union cannot represent.
+func (d *node) checkNewName(name string) syscall.Errno {
+	if !d.u.writable() {
+		return syscall.EROFS
+	}
+	if whiteout.IsMarkerName(name) {
+		return syscall.EINVAL // would read back as a whiteout or marker
+	}
+	return 0
+}
+
+// place creates a new entry name in d's upper directory with mk, replacing
+// a whiteout there atomically: the entry is built in the work dir and
+// renamed over it. A directory made over a whiteout is opaque, so the
+// deleted lower directory stays hidden. chown gives it the caller's ids.
+func (d *node) place(ctx context.Context, name string, isDir, chown bool, mk func(dir int, name string) error) syscall.Errno {
+	up := d.fdOf(upperLayer)
+	if up < 0 {
+		return syscall.EIO
+	}
+	wh := upperWhiteout(up, name)
+	if wh == whNone {
+		if err := mk(up, name); err != nil {
+			return fs.ToErrno(err)
+		}
+		if chown {
+			d.own(ctx, up, up, name, isDir)
+		}
+		return 0
+	}
+	work := d.u.work
+	tmp := copyup.TempName()
+	if err := mk(work, tmp); err != nil {
+		return fs.ToErrno(err)
+	}
+	fail := func(err error) syscall.Errno {
+		copyup.RemoveAll(work, tmp)
+		return fs.ToErrno(err)
+	}
+	if chown {
+		d.own(ctx, up, work, tmp, isDir)
+	}
+	if isDir {
+		fd, err := unix.Openat(work, tmp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(err)
+		}
+		err = whiteout.MakeOpaque(fd, d.u.ns)
+		unix.Close(fd)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	switch {
+	case wh == whChar && isDir:
+		if err := unix.Renameat2(work, tmp, up, name, unix.RENAME_EXCHANGE); err != nil {
+			return fail(err)
+		}
+		unix.Unlinkat(work, tmp, 0) // the whiteout, now in the work dir
+	case wh == whChar:
+		if err := unix.Renameat(work, tmp, up, name); err != nil {
+			return fail(err)
+		}
+	default:
+		if err := unix.Renameat2(work, tmp, up, name, unix.RENAME_NOREPLACE); err != nil {
+			return fail(err)
+		}
+		unix.Unlinkat(up, whiteout.Prefix+name, 0)
+	}
+	return 0
+}
+
+// own gives a new entry the caller's ids, as if the caller had made it;
+// in a setgid directory the group is the directory's.
+func (d *node) own(ctx context.Context, up, dir int, name string, isDir bool) {
+	if !d.u.chownNew {
+		return
+	}
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return
+	}
+	uid, gid := int(caller.Uid), int(caller.Gid)
+	var st unix.Stat_t
+	setgid := unix.Fstat(up, &st) == nil && st.Mode&unix.S_ISGID != 0
+	if setgid {
+		gid = int(st.Gid)
+	}
+	unix.Fchownat(dir, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	if setgid && isDir && dir != up {
+		// Built in the work dir: inherit the setgid bit by hand.
+		var cur unix.Stat_t
+		if unix.Fstatat(dir, name, &cur, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			unix.Fchmodat(dir, name, cur.Mode&07777|unix.S_ISGID, 0)
+		}
+	}
+}
+
+// newEntry looks up an entry just made in the upper layer.
+func (d *node) newEntry(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	f, errno := d.find(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return d.newChild(ctx, name, f, &out.Attr), 0
+}
+
+// make runs the shared steps of mkdir, mknod and symlink.
+func (d *node) make(ctx context.Context, name string, isDir bool, out *fuse.EntryOut, mk func(dir int, name string) error) (*fs.Inode, syscall.Errno) {
+	if errno := d.checkNewName(name); errno != 0 {
+		return nil, errno
+	}
+	d.u.renameMu.RLock()
+	defer d.u.renameMu.RUnlock()
+	if errno := d.copyUp(ctx, false); errno != 0 {
+		return nil, errno
+	}
+	if errno := d.place(ctx, name, isDir, true, mk); errno != 0 {
+		return nil, errno
+	}
+	return d.newEntry(ctx, name, out)
+}
+
+func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return d.make(ctx, name, true, out, func(dir int, nm string) error {
+		return unix.Mkdirat(dir, nm, mode)
+	})
+}
+
+func (d *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if mode&unix.S_IFMT == unix.S_IFCHR && rdev == 0 {
+		return nil, syscall.EPERM // that is a whiteout, as the kernel says
+	}
+	return d.make(ctx, name, false, out, func(dir int, nm string) error {
+		return unix.Mknodat(dir, nm, mode, int(rdev))
+	})
+}
+
+func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return d.make(ctx, name, false, out, func(dir int, nm string) error {
+		return unix.Symlinkat(target, dir, nm)
+	})
+}
+
+func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	fd := -1
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_TRUNC
+	in, errno := d.make(ctx, name, false, out, func(dir int, nm string) error {
+		var err error
+		fd, err = unix.Openat(dir, nm, int(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+		return err
+	})
+	if errno != 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, nil, 0, errno
+	}
+	ch := in.Operations().(*node)
+	return in, newFile(ch, fd, flags, upperLayer, ch.copyups.Load()), 0, 0
+}
+
+func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := d.checkNewName(name); errno != 0 {
+		return nil, errno
+	}
+	t, ok := target.(*node)
+	if !ok || t.dir {
+		return nil, syscall.EPERM
+	}
+	d.u.renameMu.RLock()
+	defer d.u.renameMu.RUnlock()
+	if errno := t.copyUp(ctx, false); errno != 0 {
+		return nil, errno
+	}
+	if errno := d.copyUp(ctx, false); errno != 0 {
+		return nil, errno
+	}
+	tfd, tname, errno := t.loc()
+	if errno != 0 {
+		return nil, errno
+	}
+	if errno := d.place(ctx, name, false, false, func(dir int, nm string) error {
+		return unix.Linkat(tfd, tname, dir, nm, 0)
+	}); errno != 0 {
+		return nil, errno
+	}
+	var x unix.Statx_t
+	if err := statxAt(d.fdOf(upperLayer), name, &x); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	fillAttr(&out.Attr, &x, false)
+	return t.EmbeddedInode(), 0
+}
+
+// replaceWithWhiteout swaps the upper entry up/name (file or directory)
+// for a whiteout and deletes it, atomically where the kernel offers
+// RENAME_WHITEOUT.
+func (u *union) replaceWithWhiteout(up int, name string) error {
+	tmp := copyup.TempName()
+	err := unix.Renameat2(up, name, u.work, tmp, unix.RENAME_WHITEOUT)
+	if err != nil {
+		if err := unix.Renameat(up, name, u.work, tmp); err != nil {
+			return err
+		}
+		if err := whiteout.Make(up, name); err != nil {
+			unix.Renameat(u.work, tmp, up, name) // put it back
+			return err
+		}
+	}
+	return copyup.RemoveAll(u.work, tmp)
+}
+
+// lockChild holds the child's node lock (if the child is known) so that a
+// concurrent copy-up of it cannot interleave with its removal.
+func (d *node) lockChild(name string) func() {
+	in := d.GetChild(name)
+	if in == nil {
+		return func() {}
+	}
+	c := in.Operations().(*node)
+	c.mu.Lock()
+	return c.mu.Unlock
+}
+
+func (d *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return d.remove(ctx, name, false)
+}
+
+func (d *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return d.remove(ctx, name, true)
+}
+
+func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errno {
+	if !d.u.writable() {
+		return syscall.EROFS
+	}
+	if whiteout.IsMarkerName(name) {
+		return syscall.ENOENT
+	}
+	d.u.renameMu.RLock()
+	defer d.u.renameMu.RUnlock()
+	if errno := d.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	defer d.lockChild(name)()
+	f, errno := d.find(name)
+	if errno != 0 {
+		return errno
+	}
+	defer f.closeDirs()
+	if isDir != (f.dirs != nil) {
+		if isDir {
+			return syscall.ENOTDIR
+		}
+		return syscall.EISDIR
+	}
+	if isDir {
+		ents, errno := d.u.readMerged(f.dirs)
+		if errno != 0 {
+			return errno
+		}
+		if len(ents) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	up := d.fdOf(upperLayer)
+	if f.layer != upperLayer {
+		return fs.ToErrno(whiteout.Make(up, name))
+	}
+	if d.lowerHas(name) {
+		return fs.ToErrno(d.u.replaceWithWhiteout(up, name))
+	}
+	if !isDir {
+		return fs.ToErrno(unix.Unlinkat(up, name, 0))
+	}
+	// A pure upper directory may still hold whiteouts: move it out of
+	// sight first, then delete it.
+	tmp := copyup.TempName()
+	if err := unix.Renameat(up, name, d.u.work, tmp); err != nil {
+		return fs.ToErrno(err)
+	}
+	return fs.ToErrno(copyup.RemoveAll(d.u.work, tmp))
+}
+
+// pureUpper reports whether a directory lives in the upper layer only, so
+// that renaming it needs no record of where its lower part was.
+func (n *node) pureUpper() bool {
+	d := n.layerDirs()
+	return len(d) == 1 && d[0].layer == upperLayer
+}
+
+func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if !d.u.writable() {
+		return syscall.EROFS
+	}
+	if whiteout.IsMarkerName(name) {
+		return syscall.ENOENT
+	}
+	if whiteout.IsMarkerName(newName) {
+		return syscall.EINVAL
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 || flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE {
+		return syscall.EINVAL
+	}
+	nd, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	u := d.u
+	u.renameMu.Lock()
+	defer u.renameMu.Unlock()
+
+	s, errno := d.child(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	var t *node
+	if tf, errno := nd.find(newName); errno == 0 {
+		tf.closeDirs()
+		if t, errno = nd.child(ctx, newName); errno != 0 {
+			return errno
+		}
+	} else if errno != syscall.ENOENT {
+		return errno
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		if t == nil {
+			return syscall.ENOENT
+		}
+		return d.exchange(ctx, name, s, nd, newName, t)
+	}
+	if t != nil {
+		if flags&unix.RENAME_NOREPLACE != 0 {
+			return syscall.EEXIST
+		}
+		if t == s {
+			return 0 // two names of one file: nothing to do
+		}
+		if t.dir {
+			if !s.dir {
+				return syscall.EISDIR
+			}
+			ents, errno := u.readMerged(t.layerDirs())
+			if errno != 0 {
+				return errno
+			}
+			if len(ents) > 0 {
+				return syscall.ENOTEMPTY
+			}
+		} else if s.dir {
+			return syscall.ENOTDIR
+		}
+	}
+	if s.dir && !s.pureUpper() {
+		return syscall.EXDEV // the kernel's answer; redirects lift it later
+	}
+	if errno := s.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	if errno := nd.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	up, nup := d.fdOf(upperLayer), nd.fdOf(upperLayer)
+	srcNeedsWhiteout := d.lowerHas(name)
+	dstHasLower := nd.lowerHas(newName)
+
+	if t != nil && t.dir && t.inUpper() {
+		// The target's upper copy may hold whiteouts; the rename needs
+		// it truly empty. Its lower part stays hidden by what arrives.
+		tmp := copyup.TempName()
+		if err := unix.Renameat(nup, newName, u.work, tmp); err != nil {
+			return fs.ToErrno(err)
+		}
+		defer copyup.RemoveAll(u.work, tmp)
+	}
+	if s.dir && dstHasLower {
+		if err := whiteout.MakeOpaque(s.fdOf(upperLayer), u.ns); err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	wh := upperWhiteout(nup, newName)
+	if s.dir && wh == whChar {
+		// A directory cannot replace a device: swap with the whiteout,
+		// which then marks the old name if that is needed.
+		if err := unix.Renameat2(up, name, nup, newName, unix.RENAME_EXCHANGE); err != nil {
+			return fs.ToErrno(err)
+		}
+		if !srcNeedsWhiteout {
+			unix.Unlinkat(up, name, 0)
+		}
+		return 0
+	}
+	if srcNeedsWhiteout {
+		err := unix.Renameat2(up, name, nup, newName, unix.RENAME_WHITEOUT)
+		if err != nil {
+			if err := unix.Renameat(up, name, nup, newName); err != nil {
+				return fs.ToErrno(err)
+			}
+			if err := whiteout.Make(up, name); err != nil {
+				return fs.ToErrno(err)
+			}
+		}
+	} else if err := unix.Renameat(up, name, nup, newName); err != nil {
+		return fs.ToErrno(err)
+	}
+	if wh == whFile {
+		unix.Unlinkat(nup, whiteout.Prefix+newName, 0)
+	}
+	return 0
+}
+
+// exchange swaps two existing entries (RENAME_EXCHANGE). Both names stay
+// occupied, so no whiteout is needed; a directory arriving where a lower
+// layer has a directory is made opaque so the two do not merge.
+func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName string, t *node) syscall.Errno {
+	if (s.dir && !s.pureUpper()) || (t.dir && !t.pureUpper()) {
+		return syscall.EXDEV
+	}
+	if errno := s.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	if errno := t.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	if err := unix.Renameat2(d.fdOf(upperLayer), name, nd.fdOf(upperLayer), newName, unix.RENAME_EXCHANGE); err != nil {
+		return fs.ToErrno(err)
+	}
+	if s.dir && nd.lowerHas(newName) {
+		whiteout.MakeOpaque(s.fdOf(upperLayer), d.u.ns)
+	}
+	if t.dir && d.lowerHas(name) {
+		whiteout.MakeOpaque(t.fdOf(upperLayer), d.u.ns)
+	}
+	return 0
+}

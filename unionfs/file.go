@@ -1,0 +1,135 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// file is an open file of the union. It deliberately does not offer a
+// passthrough fd: the kernel shares a backing file per inode, and a
+// read-only lower backing file must never serve a later write.
+type file struct {
+	node     *node
+	writable bool
+
+	mu     sync.Mutex // guards fd, layer and copies when reopening
+	fd     int
+	layer  int
+	copies uint64
+	lf     *fs.LoopbackFile // locks, fsync, allocate on the same fd
+}
+
+var (
+	_ fs.FileReader    = (*file)(nil)
+	_ fs.FileWriter    = (*file)(nil)
+	_ fs.FileReleaser  = (*file)(nil)
+	_ fs.FileFlusher   = (*file)(nil)
+	_ fs.FileFsyncer   = (*file)(nil)
+	_ fs.FileLseeker   = (*file)(nil)
+	_ fs.FileAllocater = (*file)(nil)
+	_ fs.FileGetlker   = (*file)(nil)
+	_ fs.FileSetlker   = (*file)(nil)
+	_ fs.FileSetlkwer  = (*file)(nil)
+	_ fs.FileIoctler   = (*file)(nil)
+)
+
+func newFile(n *node, fd int, flags uint32, layer int, copies uint64) *file {
+	return &file{
+		node:     n,
+		writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY,
+		fd:       fd,
+		layer:    layer,
+		copies:   copies,
+		lf:       fs.NewLoopbackFile(fd).(*fs.LoopbackFile),
+	}
+}
+
+// current returns the fd to use. A read-only handle opened on a lower file
+// follows the entry to its upper copy once it has been copied up, as
+// kernel overlay does, so a reader sees writes made after its open.
+func (f *file) current() int {
+	if f.writable || f.layer == upperLayer || f.node.copyups.Load() == f.copies {
+		return f.fd
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.layer == upperLayer {
+		return f.fd
+	}
+	n := f.node
+	n.u.renameMu.RLock()
+	dirfd, name, errno := n.loc()
+	var fd int = -1
+	if errno == 0 {
+		fd, _ = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	n.u.renameMu.RUnlock()
+	if fd < 0 {
+		return f.fd
+	}
+	// Keep the old descriptor number valid for locks: dup the new file
+	// over it.
+	if err := unix.Dup3(fd, f.fd, unix.O_CLOEXEC); err == nil {
+		f.layer = upperLayer
+		f.copies = n.copyups.Load()
+	}
+	unix.Close(fd)
+	return f.fd
+}
+
+func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := unix.Pread(f.current(), buf, off)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	return fuse.ReadResultData(buf[:n]), 0
+}
+
+func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := unix.Pwrite(f.fd, data, off)
+	return uint32(n), fs.ToErrno(err)
+}
+
+// getattr answers from the open descriptor; done is false when the node
+// should be asked instead (a lower handle whose entry was copied up).
+func (f *file) getattr(out *fuse.AttrOut) (syscall.Errno, bool) {
+	var x unix.Statx_t
+	if err := statxAt(f.current(), "", &x); err != nil {
+		return fs.ToErrno(err), true
+	}
+	fillAttr(&out.Attr, &x, false)
+	return 0, true
+}
+
+func (f *file) Release(ctx context.Context) syscall.Errno { return f.lf.Release(ctx) }
+func (f *file) Flush(ctx context.Context) syscall.Errno   { return f.lf.Flush(ctx) }
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return f.lf.Fsync(ctx, flags)
+}
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	f.current()
+	return f.lf.Lseek(ctx, off, whence)
+}
+func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	return f.lf.Allocate(ctx, off, size, mode)
+}
+func (f *file) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	return f.lf.Getlk(ctx, owner, lk, flags, out)
+}
+func (f *file) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlk(ctx, owner, lk, flags)
+}
+func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlkw(ctx, owner, lk, flags)
+}
+
+// Ioctl refuses everything: passing ioctls to a layer file could change a
+// lower layer (file flags, reflinks). ENOTTY is what tools like fsx expect.
+func (f *file) Ioctl(ctx context.Context, cmd uint32, arg uint64, input, output []byte) (int32, syscall.Errno) {
+	return 0, syscall.ENOTTY
+}

@@ -1,0 +1,212 @@
+package unionfs
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// upperLayer is the index of the writable layer; lowers are 1..n, top first.
+const upperLayer = 0
+
+// union is the layer stack shared by every node of one mount.
+type union struct {
+	// roots[i] is an O_PATH fd of layer i's root; roots[0] is -1 when the
+	// union has no upper layer.
+	roots []int
+	// work is an open fd of W/work, where copies and whiteouts are built.
+	work int
+	// workDir is the fd of W itself, held locked for the mount's life.
+	workDir int
+	// ns is the xattr namespace our markers are written in.
+	ns whiteout.Namespace
+	// devIdx[i] distinguishes the filesystem of layer i when the layers
+	// span several filesystems; samefs is true when they do not.
+	devIdx []uint64
+	samefs bool
+
+	readOnly bool
+	fsync    bool
+	// chownNew: new entries get the caller's ids (server may chown).
+	chownNew bool
+
+	// renameMu orders renames against every operation that resolves a
+	// node's (parent, name): see doc.go.
+	renameMu sync.RWMutex
+}
+
+func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly }
+
+// openLayers opens the layer roots and prepares the work dir.
+func openLayers(l *layout, o *Options) (*union, error) {
+	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, chownNew: os.Geteuid() == 0}
+	ok := false
+	defer func() {
+		if !ok {
+			u.close()
+		}
+	}()
+	open := func(p string) (int, error) {
+		return unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	u.roots = append(u.roots, -1)
+	if l.upper != "" {
+		fd, err := open(l.upper)
+		if err != nil {
+			return nil, fmt.Errorf("upperdir %s: %w", l.upper, err)
+		}
+		u.roots[0] = fd
+	}
+	for _, p := range l.lowers {
+		fd, err := open(p)
+		if err != nil {
+			return nil, fmt.Errorf("lowerdir %s: %w", p, err)
+		}
+		u.roots = append(u.roots, fd)
+	}
+	var devs []uint64
+	u.samefs = true
+	for _, fd := range u.roots {
+		idx := uint64(0)
+		if fd >= 0 {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return nil, err
+			}
+			idx = uint64(len(devs))
+			for i, d := range devs {
+				if d == st.Dev {
+					idx = uint64(i)
+				}
+			}
+			if idx == uint64(len(devs)) {
+				devs = append(devs, st.Dev)
+			}
+		}
+		u.devIdx = append(u.devIdx, idx)
+	}
+	u.samefs = len(devs) <= 1
+	if l.upper != "" {
+		if err := u.prepareWork(l.work); err != nil {
+			return nil, err
+		}
+		u.ns = whiteout.ProbeNamespace(u.work)
+	}
+	ok = true
+	return u, nil
+}
+
+// prepareWork locks W, creates W/work like the kernel does and removes
+// whatever a crashed mount left in it.
+func (u *union) prepareWork(work string) error {
+	fd, err := unix.Open(work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("workdir %s: %w", work, err)
+	}
+	u.workDir = fd
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("workdir %s is in use by another mount", work)
+	}
+	if err := unix.Mkdirat(fd, "work", 0); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("workdir %s: creating work/: %w", work, err)
+	}
+	w, err := unix.Openat(fd, "work", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("workdir %s/work: %w", work, err)
+	}
+	u.work = w
+	names, err := copyup.ReadNames(w)
+	if err != nil {
+		return fmt.Errorf("workdir %s/work: %w", work, err)
+	}
+	for _, n := range names {
+		if err := copyup.RemoveAll(w, n); err != nil {
+			return fmt.Errorf("cleaning stale %s/work/%s: %w", work, n, err)
+		}
+	}
+	return nil
+}
+
+func (u *union) close() {
+	for _, fd := range u.roots {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	u.roots = nil
+	if u.work >= 0 {
+		unix.Close(u.work)
+	}
+	if u.workDir >= 0 {
+		unix.Close(u.workDir)
+	}
+	u.work, u.workDir = -1, -1
+}
+
+// ino composes the st_ino reported for an entry of layer whose real inode
+// is real: the real number when all layers share one filesystem, else the
+// filesystem's index in the top bits (as kernel overlay's xino does).
+func (u *union) ino(layer int, real uint64) uint64 {
+	if u.samefs {
+		return real
+	}
+	return real ^ u.devIdx[layer]<<56
+}
+
+// Origin records, kernel-compatible, which lower inode an upper entry was
+// copied from: struct ovl_fb {version 0, magic 0xfb, len, flags, type,
+// uuid[16], fid[]}. The uuid is left null, as the kernel does when all
+// layers share a filesystem.
+func encodeOrigin(dirfd int, name string) []byte {
+	h, _, err := unix.NameToHandleAt(dirfd, name, 0)
+	if err != nil {
+		return nil
+	}
+	fid := h.Bytes()
+	b := make([]byte, 21+len(fid))
+	b[0], b[1], b[2], b[3], b[4] = 0, 0xfb, byte(len(b)), 0, byte(h.Type())
+	copy(b[21:], fid)
+	return b
+}
+
+// decodeOriginIno extracts the inode number from an origin record for the
+// file handle types whose layout is known (ext4/xfs FILEID_INO32_GEN,
+// FILEID_INO64_GEN, tmpfs).
+func decodeOriginIno(b []byte) (uint64, bool) {
+	if len(b) < 21 || b[1] != 0xfb || int(b[2]) != len(b) {
+		return 0, false
+	}
+	fid := b[21:]
+	switch {
+	case (b[4] == 1 || b[4] == 2) && len(fid) == 12: // tmpfs: gen, ino lo, ino hi
+		return uint64(binary.LittleEndian.Uint32(fid[4:])) | uint64(binary.LittleEndian.Uint32(fid[8:]))<<32, true
+	case b[4] == 1 && len(fid) == 8, b[4] == 2 && len(fid) >= 8: // ino32, gen [, parent]
+		return uint64(binary.LittleEndian.Uint32(fid)), true
+	case (b[4] == 0x81 || b[4] == 0x82) && len(fid) >= 12: // ino64, gen [, parent]
+		return binary.LittleEndian.Uint64(fid), true
+	}
+	return 0, false
+}
+
+// originIno reads the origin record of an upper entry.
+func (u *union) originIno(dirfd int, name string) (uint64, bool) {
+	p := procPath(dirfd, name)
+	v, err := copyup.GetXattr(p, u.ns.Name("origin"))
+	if err != nil {
+		return 0, false
+	}
+	return decodeOriginIno(v)
+}
+
+func procPath(dirfd int, name string) string {
+	p := fmt.Sprintf("/proc/self/fd/%d", dirfd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}

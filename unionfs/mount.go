@@ -1,0 +1,107 @@
+package unionfs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// Server is a mounted union.
+type Server struct {
+	fuse       *fuse.Server
+	u          *union
+	Mountpoint string
+	closeOnce  sync.Once
+}
+
+// Validate checks opts as Mount would, without mounting or changing
+// anything. Its errors satisfy IsConfigError.
+func Validate(opts Options) error {
+	_, err := opts.validate()
+	return err
+}
+
+// Mount validates opts, mounts the union and serves it until it is
+// unmounted. The returned Server is live: the mount point shows the union.
+func Mount(ctx context.Context, opts Options) (*Server, error) {
+	l, err := opts.validate()
+	if err != nil {
+		return nil, err
+	}
+	u, err := openLayers(l, &opts)
+	if err != nil {
+		return nil, err
+	}
+	// Modes from the kernel are already masked by the caller's umask; ours
+	// must not mask them again.
+	syscall.Umask(0)
+
+	root := &node{u: u, dir: true}
+	var dirs []layerDir
+	for i, fd := range u.roots {
+		if fd < 0 {
+			continue
+		}
+		// Roots always merge; an opaque marker on a layer root hides
+		// nothing, as in the kernel.
+		dirs = append(dirs, layerDir{layer: i, fd: fd, opq: whiteout.Opacity{XattrWhiteouts: whiteout.ReadOpacity(fd).XattrWhiteouts}})
+	}
+	root.dirs.Store(&dirs)
+
+	timeout := time.Second
+	fsopts := &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		MountOptions: fuse.MountOptions{
+			FsName:        "layerfs",
+			Name:          "layerfs",
+			Options:       []string{"default_permissions"},
+			AllowOther:    opts.AllowOther,
+			DirectMount:   true,
+			EnableLocks:   true,
+			Debug:         opts.Debug,
+			MaxBackground: 64,
+		},
+	}
+	if !u.writable() {
+		fsopts.MountOptions.Options = append(fsopts.MountOptions.Options, "ro")
+	}
+	srv, err := fs.Mount(l.mountpoint, root, fsopts)
+	if err != nil {
+		u.close()
+		return nil, fmt.Errorf("mounting %s: %w", l.mountpoint, err)
+	}
+	return &Server{fuse: srv, u: u, Mountpoint: l.mountpoint}, nil
+}
+
+// Unmount detaches the mount; Wait then returns.
+func (s *Server) Unmount() error {
+	err := s.fuse.Unmount()
+	if err != nil {
+		// Busy: detach lazily so the server can still end.
+		if uerr := unix.Unmount(s.Mountpoint, unix.MNT_DETACH); uerr == nil {
+			err = nil
+		} else if os.Geteuid() != 0 {
+			if exec.Command("fusermount3", "-u", "-z", s.Mountpoint).Run() == nil {
+				err = nil
+			}
+		}
+	}
+	return err
+}
+
+// Wait blocks until the mount is gone and releases the layers.
+func (s *Server) Wait() {
+	s.fuse.Wait()
+	s.closeOnce.Do(s.u.close)
+}

@@ -1,0 +1,489 @@
+package unionfs
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// layerDir is one layer's copy of a merged directory.
+type layerDir struct {
+	layer int
+	fd    int // O_PATH fd
+	opq   whiteout.Opacity
+}
+
+// node is one entry of the merged tree.
+//
+// A directory holds an O_PATH fd for each layer that merges into it, top
+// first; renames and copy-ups of its ancestors never invalidate them. A
+// non-directory holds only the layer it lives in and is reached through its
+// parent's fd for that layer and its name.
+type node struct {
+	fs.Inode
+	u   *union
+	dir bool
+
+	// mu serializes changes of where this entry lives (copy-up, removal).
+	mu sync.Mutex
+	// dirs: directories only; the slice is replaced, never changed.
+	dirs atomic.Pointer[[]layerDir]
+	// layer: non-directories only; upperLayer once copied up.
+	layer atomic.Int32
+	// copyups counts moves to the upper layer, so that handles opened
+	// on a lower file notice the copy-up.
+	copyups atomic.Uint64
+}
+
+var (
+	_ fs.NodeLookuper    = (*node)(nil)
+	_ fs.NodeGetattrer   = (*node)(nil)
+	_ fs.NodeSetattrer   = (*node)(nil)
+	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeReadlinker  = (*node)(nil)
+	_ fs.NodeStatfser    = (*node)(nil)
+	_ fs.NodeOnForgetter = (*node)(nil)
+)
+
+func (n *node) layerDirs() []layerDir {
+	if p := n.dirs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fdOf returns the directory's fd in layer, or -1.
+func (n *node) fdOf(layer int) int {
+	for _, ld := range n.layerDirs() {
+		if ld.layer == layer {
+			return ld.fd
+		}
+	}
+	return -1
+}
+
+func (n *node) inUpper() bool {
+	if n.dir {
+		d := n.layerDirs()
+		return len(d) > 0 && d[0].layer == upperLayer
+	}
+	return n.layer.Load() == upperLayer
+}
+
+// topLayer is the layer whose copy of the entry is shown.
+func (n *node) topLayer() int {
+	if n.dir {
+		return n.layerDirs()[0].layer
+	}
+	return int(n.layer.Load())
+}
+
+// parentNode returns the name and parent of n, or ENOENT once n has no
+// name left (unlinked while open). Callers hold renameMu.
+func (n *node) parentNode() (string, *node, syscall.Errno) {
+	name, p := n.Parent()
+	if p == nil {
+		return "", nil, syscall.ENOENT
+	}
+	return name, p.Operations().(*node), 0
+}
+
+// loc returns a directory fd and a name that reach the entry's top copy.
+// For a directory the name is "" and the fd is its own O_PATH fd.
+func (n *node) loc() (int, string, syscall.Errno) {
+	if n.dir {
+		return n.layerDirs()[0].fd, "", 0
+	}
+	name, p, errno := n.parentNode()
+	if errno != 0 {
+		return -1, "", errno
+	}
+	fd := p.fdOf(int(n.layer.Load()))
+	if fd < 0 {
+		return -1, "", syscall.EIO
+	}
+	return fd, name, 0
+}
+
+func (n *node) OnForget() {
+	if n.dir && !n.IsRoot() { // the root's fds belong to the union
+		for _, ld := range n.layerDirs() {
+			unix.Close(ld.fd)
+		}
+		n.dirs.Store(nil)
+	}
+}
+
+// found is the result of resolving a name top-down through the layers.
+type found struct {
+	layer int
+	st    unix.Statx_t
+	dirs  []layerDir // directories: every merging layer, fds open
+}
+
+func (f *found) closeDirs() {
+	for _, ld := range f.dirs {
+		unix.Close(ld.fd)
+	}
+	f.dirs = nil
+}
+
+const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
+
+func statxAt(dirfd int, name string, x *unix.Statx_t) error {
+	if name == "" {
+		return unix.Statx(dirfd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, statxMask, x)
+	}
+	return unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW, statxMask, x)
+}
+
+// isWhiteout reports whether the entry described by x is a whiteout.
+func isWhiteout(ld layerDir, name string, x *unix.Statx_t) bool {
+	switch x.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return x.Rdev_major == 0 && x.Rdev_minor == 0
+	case unix.S_IFREG:
+		if ld.opq.XattrWhiteouts && x.Size == 0 {
+			var st unix.Stat_t
+			st.Mode, st.Size = uint32(x.Mode), 0
+			return whiteout.IsXattrWhiteout(ld.fd, name, &st)
+		}
+	}
+	return false
+}
+
+// find resolves name in directory d: the first layer that has the name
+// decides; whiteouts and opaque directories stop the walk; directories of
+// lower layers merge until a non-directory or an opaque one.
+func (d *node) find(name string) (found, syscall.Errno) {
+	var f found
+	ok := false
+	for _, ld := range d.layerDirs() {
+		var x unix.Statx_t
+		err := statxAt(ld.fd, name, &x)
+		if err == unix.ENOENT {
+			if whiteout.HasFileWhiteout(ld.fd, name) {
+				break
+			}
+			continue
+		}
+		if err != nil {
+			f.closeDirs()
+			return f, fs.ToErrno(err)
+		}
+		if isWhiteout(ld, name, &x) {
+			break
+		}
+		isDir := x.Mode&unix.S_IFMT == unix.S_IFDIR
+		if ok && !isDir {
+			break // a non-directory below a directory is hidden
+		}
+		if !ok {
+			f.layer, f.st, ok = ld.layer, x, true
+			if !isDir {
+				break
+			}
+		}
+		fd, err := unix.Openat(ld.fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if len(f.dirs) == 0 {
+				return f, fs.ToErrno(err)
+			}
+			break
+		}
+		opq := whiteout.ReadOpacity(fd)
+		f.dirs = append(f.dirs, layerDir{ld.layer, fd, opq})
+		if opq.Opaque {
+			break
+		}
+	}
+	if !ok {
+		return f, syscall.ENOENT
+	}
+	return f, 0
+}
+
+// lowerHas reports whether a layer below the upper one shows name in d,
+// i.e. whether removing it from the upper layer needs a whiteout.
+func (d *node) lowerHas(name string) bool {
+	for _, ld := range d.layerDirs() {
+		if ld.layer == upperLayer {
+			continue
+		}
+		var x unix.Statx_t
+		err := statxAt(ld.fd, name, &x)
+		if err == unix.ENOENT {
+			if whiteout.HasFileWhiteout(ld.fd, name) {
+				return false
+			}
+			continue
+		}
+		if err != nil {
+			return true // be safe: keep it hidden
+		}
+		return !isWhiteout(ld, name, &x)
+	}
+	return false
+}
+
+// newChild makes (or finds) the node for a found entry and fills attr.
+func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.Attr) *fs.Inode {
+	ch := &node{u: d.u, dir: f.dirs != nil}
+	ino := f.st.Ino
+	if f.layer == upperLayer && d.u.samefs {
+		if fd := d.fdOf(upperLayer); fd >= 0 {
+			if o, ok := d.u.originIno(fd, name); ok {
+				ino = o
+			}
+		}
+	}
+	ino = d.u.ino(f.layer, ino)
+	gen := uint64(f.st.Btime.Sec)*1e9 + uint64(f.st.Btime.Nsec)
+	if !ch.dir && f.layer != upperLayer && f.st.Nlink > 1 {
+		// Lower hard links are separate entries until copy-up (as in
+		// kernel overlay without index): keep their nodes apart.
+		h := fnv.New64a()
+		h.Write([]byte(name))
+		gen ^= h.Sum64() ^ d.StableAttr().Ino
+	}
+	if ch.dir {
+		dirs := f.dirs
+		ch.dirs.Store(&dirs)
+	} else {
+		ch.layer.Store(int32(f.layer))
+	}
+	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: uint32(f.st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen})
+	if in.Operations() != fs.InodeEmbedder(ch) {
+		f.closeDirs() // an existing node won
+	}
+	fillAttr(attr, &f.st, len(f.dirs) > 1)
+	attr.Ino = ino
+	return in
+}
+
+func fillAttr(a *fuse.Attr, x *unix.Statx_t, merged bool) {
+	a.Ino = x.Ino
+	a.Size = x.Size
+	a.Blocks = x.Blocks
+	a.Atime, a.Atimensec = uint64(x.Atime.Sec), x.Atime.Nsec
+	a.Mtime, a.Mtimensec = uint64(x.Mtime.Sec), x.Mtime.Nsec
+	a.Ctime, a.Ctimensec = uint64(x.Ctime.Sec), x.Ctime.Nsec
+	a.Mode = uint32(x.Mode)
+	a.Nlink = x.Nlink
+	if merged {
+		// As kernel overlay: counting subdirectories of every layer is
+		// not worth it; 1 tells find(1) not to optimise on nlink.
+		a.Nlink = 1
+	}
+	a.Uid, a.Gid = x.Uid, x.Gid
+	a.Rdev = uint32(unix.Mkdev(x.Rdev_major, x.Rdev_minor))
+	a.Blksize = x.Blksize
+}
+
+func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if whiteout.IsMarkerName(name) {
+		return nil, syscall.ENOENT
+	}
+	d.u.renameMu.RLock()
+	defer d.u.renameMu.RUnlock()
+	f, errno := d.find(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return d.newChild(ctx, name, f, &out.Attr), 0
+}
+
+// stat reads the attributes of the entry's top copy.
+func (n *node) stat(x *unix.Statx_t) syscall.Errno {
+	fd, name, errno := n.loc()
+	if errno != 0 {
+		return errno
+	}
+	return fs.ToErrno(statxAt(fd, name, x))
+}
+
+func (n *node) getattr(out *fuse.AttrOut) syscall.Errno {
+	var x unix.Statx_t
+	if errno := n.stat(&x); errno != 0 {
+		return errno
+	}
+	fillAttr(&out.Attr, &x, n.dir && len(n.layerDirs()) > 1)
+	return 0
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if fh, ok := f.(*file); ok {
+		if errno, done := fh.getattr(out); done {
+			return errno
+		}
+	}
+	n.u.renameMu.RLock()
+	defer n.u.renameMu.RUnlock()
+	return n.getattr(out)
+}
+
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if !n.u.writable() {
+		return syscall.EROFS
+	}
+	n.u.renameMu.RLock()
+	defer n.u.renameMu.RUnlock()
+	size, hasSize := in.GetSize()
+	if errno := n.copyUp(ctx, hasSize && size == 0); errno != 0 {
+		return errno
+	}
+	fd, name, errno := n.loc()
+	if errno != 0 {
+		return errno
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := fchownat(fd, name, u, g); err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if n.Mode()&unix.S_IFMT == unix.S_IFLNK {
+			return syscall.EOPNOTSUPP // never follow a symlink of a layer
+		}
+		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(fd, name), mode, 0); err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	if hasSize {
+		if errno := n.truncate(f, fd, name, int64(size)); errno != 0 {
+			return errno
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if in.Valid&fuse.FATTR_ATIME != 0 {
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if in.Valid&fuse.FATTR_MTIME != 0 {
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		var err error
+		if name == "" {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd, ""), ts, 0)
+		} else {
+			err = unix.UtimesNanoAt(fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	return n.getattr(out)
+}
+
+func fchownat(fd int, name string, uid, gid int) error {
+	if name == "" {
+		return unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH)
+	}
+	return unix.Fchownat(fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// truncate sets the size through the open handle when it writes the upper
+// file, else through a fresh descriptor.
+func (n *node) truncate(f fs.FileHandle, dirfd int, name string, size int64) syscall.Errno {
+	if fh, ok := f.(*file); ok && fh.writable {
+		return fs.ToErrno(unix.Ftruncate(fh.fd, size))
+	}
+	if n.dir {
+		return syscall.EISDIR
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	defer unix.Close(fd)
+	return fs.ToErrno(unix.Ftruncate(fd, size))
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	n.u.renameMu.RLock()
+	defer n.u.renameMu.RUnlock()
+	fd, name, errno := n.loc()
+	if errno != 0 {
+		return nil, errno
+	}
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		sz, err := unix.Readlinkat(fd, name, buf)
+		if err != nil {
+			return nil, fs.ToErrno(err)
+		}
+		if sz < size {
+			return buf[:sz], 0
+		}
+	}
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	fd := n.u.roots[upperLayer]
+	if fd < 0 {
+		fd = n.u.roots[1]
+	}
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(fd, &s); err != nil {
+		return fs.ToErrno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
+	out.Files, out.Ffree = s.Files, s.Ffree
+	out.Bsize, out.Frsize = uint32(s.Bsize), uint32(s.Frsize)
+	// Room for the ".wh." prefix of a whiteout file.
+	out.NameLen = uint32(s.Namelen) - uint32(len(whiteout.Prefix))
+	return 0
+}
+
+// writeIntent reports whether open flags need the upper copy.
+func writeIntent(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	n.u.renameMu.RLock()
+	defer n.u.renameMu.RUnlock()
+	write := writeIntent(flags)
+	if write {
+		if !n.u.writable() {
+			return nil, 0, syscall.EROFS
+		}
+		if errno := n.copyUp(ctx, flags&syscall.O_TRUNC != 0); errno != 0 {
+			return nil, 0, errno
+		}
+	}
+	fd, name, errno := n.loc()
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	copies := n.copyups.Load()
+	layer := n.topLayer()
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY
+	rfd, err := unix.Openat(fd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, fs.ToErrno(err)
+	}
+	return newFile(n, rfd, flags, layer, copies), 0, 0
+}
