@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/layerfs/layerfs/unionfs"
+)
+
+// splitEscaped splits s at sep, honouring a backslash escape ("\," "\:").
+func splitEscaped(s string, sep byte) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			i++
+			cur.WriteByte(s[i])
+			continue
+		}
+		if c == sep {
+			out = append(out, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(c)
+	}
+	return append(out, cur.String())
+}
+
+// splitKeepingEscapes splits at sep but leaves escapes in place, so that a
+// later split of the value still sees them.
+func splitKeepingEscapes(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' {
+			i++
+			continue
+		}
+		if s[i] == sep {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// ignored are fuse-overlayfs and mount options that need nothing from
+// layerfs: they describe what layerfs always does, or only tune a peer.
+var ignored = map[string]bool{
+	"rw": true, "default_permissions": true, "noacl": true, "static_nlink": true,
+	"threaded": true, "writeback": true, "timeout": true, "xino": true, "ino32_t": true,
+	"suid": true, "nosuid": true, "dev": true, "nodev": true, "exec": true, "noexec": true,
+	"atime": true, "noatime": true, "relatime": true, "strictatime": true, "nodiratime": true,
+	"diratime": true, "lazytime": true, "max_write": true, "context": true, "fscontext": true,
+	"defcontext": true, "rootcontext": true, "userxattr": true, "uuid": true, "auto": true,
+	"noauto": true, "user": true, "nouser": true, "users": true, "_netdev": true, "nofail": true,
+	"sync": true, "async": true, "xattr_permissions": true,
+}
+
+// unsupported change what the mount shows; pretending to honour them would
+// give wrong results, so they are refused until implemented.
+var unsupported = map[string]string{
+	"uidmapping":     "uid mapping",
+	"gidmapping":     "gid mapping",
+	"squash_to_root": "ownership squashing",
+	"squash_to_uid":  "ownership squashing",
+	"squash_to_gid":  "ownership squashing",
+}
+
+// parseMountOptions applies one -o string (fuse-overlayfs syntax) to opts.
+// It returns warnings for unknown options.
+func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err error) {
+	for _, item := range splitKeepingEscapes(s, ',') {
+		if item == "" {
+			continue // podman sends "workdir=W,,volatile"
+		}
+		key, val, hasVal := strings.Cut(item, "=")
+		switch key {
+		case "lowerdir":
+			if !hasVal || val == "" {
+				return nil, fmt.Errorf("lowerdir needs a value")
+			}
+			for _, p := range splitEscaped(val, ':') {
+				if p == "" {
+					return nil, fmt.Errorf("lowerdir %q has an empty layer", val)
+				}
+				opts.Lowers = append(opts.Lowers, p)
+			}
+		case "upperdir", "workdir":
+			if !hasVal || val == "" {
+				return nil, fmt.Errorf("%s needs a value", key)
+			}
+			p := splitEscaped(val, 0)[0]
+			if key == "upperdir" {
+				opts.Upper = p
+			} else {
+				opts.Work = p
+			}
+		case "fsync":
+			switch val {
+			case "0":
+				opts.NoSync = true
+			case "1", "":
+				opts.NoSync = false
+			default:
+				return nil, fmt.Errorf("fsync=%s: want 0 or 1", val)
+			}
+		case "volatile":
+			opts.NoSync = true
+		case "ro":
+			opts.ReadOnly = true
+		case "allow_other", "allow_root":
+			opts.AllowOther = true
+		case "redirect_dir", "index", "metacopy":
+			if val != "off" && val != "nofollow" && !(key == "redirect_dir" && val == "follow") {
+				return nil, fmt.Errorf("%s=%s is not supported yet", key, val)
+			}
+		default:
+			if what, ok := unsupported[key]; ok {
+				return nil, fmt.Errorf("option %s (%s) is not supported yet", key, what)
+			}
+			if !ignored[key] {
+				warnings = append(warnings, fmt.Sprintf("unknown option %q ignored", item))
+			}
+		}
+	}
+	return warnings, nil
+}
