@@ -112,10 +112,20 @@ func (u *union) prepareWork(work string) error {
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("workdir %s is in use by another mount", work)
 	}
-	if err := unix.Mkdirat(fd, "work", 0); err != nil && err != unix.EEXIST {
+	if err := unix.Mkdirat(fd, "work", 0o700); err != nil && err != unix.EEXIST {
 		return fmt.Errorf("workdir %s: creating work/: %w", work, err)
 	}
-	w, err := unix.Openat(fd, "work", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	openWork := func() (int, error) {
+		return unix.Openat(fd, "work", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	w, err := openWork()
+	if err == unix.EACCES {
+		// The kernel makes work/ with mode 0; only its owner may still
+		// use it without privileges.
+		if unix.Fchmodat(fd, "work", 0o700, 0) == nil {
+			w, err = openWork()
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("workdir %s/work: %w", work, err)
 	}
