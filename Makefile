@@ -1,0 +1,35 @@
+# layerfs: make demo (mount a sample union and walk through it), make test.
+GO ?= go
+BIN := bin/layerfs
+
+.PHONY: all build demo test test-short vet deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/layerfs
+
+# System packages the demo and the tests use (root, Debian).
+deps:
+	@missing=""; \
+	for c in fusermount3:fuse3 setfattr:attr unshare:util-linux setpriv:util-linux; do \
+		command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: deps build
+	./scripts/demo.sh $(BIN)
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+
+# The test suite mounts real filesystems: run it as root with /dev/fuse.
+test: deps vet
+	$(GO) test -race -count=1 ./...
+
+clean:
+	rm -rf bin
