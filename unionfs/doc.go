@@ -1,0 +1,43 @@
+// Package unionfs is the layerfs node tree: a go-fuse filesystem that merges
+// read-only lower directories under one writable upper directory, in the
+// on-disk format of kernel overlayfs.
+//
+// # Layers and nodes
+//
+// Layer 0 is the upper layer, layers 1..n the lowers, top first. Every
+// layer is reached only through directory fds and *at calls that never
+// follow a final symlink: a symlink inside a layer is data.
+//
+// A directory node holds an O_PATH fd for each layer that merges into it
+// (top first, ending at an opaque layer). A non-directory node records the
+// layer its entry lives in and is reached through its parent's fd for that
+// layer plus its name (go-fuse keeps parent and name current across
+// renames). Copy-up moves an entry to layer 0 and never changes the
+// node's identity, so st_ino stays the same; the origin xattr written at
+// copy-up keeps it the same across remounts.
+//
+// # Locking order
+//
+// 1. union.renameMu (RWMutex). Rename holds it for writing; every other
+// operation that resolves a node's (parent, name) or changes the upper
+// layer holds it for reading for its whole duration. Helpers such as
+// node.copyUp, node.find and node.place expect it held (read or write) and
+// never take it themselves.
+//
+// 2. node.mu, one node at a time. It serializes the changes of where that
+// node's entry lives: its copy-up, and its removal (unlink/rmdir hold the
+// victim's mu so a concurrent copy-up of it cannot interleave). A parent is
+// copied up before the child's mu is taken, so no goroutine holds a
+// child's mu while waiting for its parent's.
+//
+// 3. file.mu guards the switch of a read-only handle from a lower file to
+// the upper copy; it is taken with no node lock held and takes renameMu
+// for reading inside.
+//
+// The kernel serializes namespace changes inside one directory (i_rwsem),
+// so create/unlink/rename of names in the same directory never race each
+// other here; copy-ups of different entries run in parallel.
+//
+// What this costs: a long copy-up holds renameMu for reading, so a rename
+// waits for it, and operations that arrive after that rename wait too.
+package unionfs
