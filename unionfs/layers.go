@@ -96,6 +96,9 @@ func openLayers(l *layout, o *Options) (*union, error) {
 			return nil, err
 		}
 		u.ns = whiteout.ProbeNamespace(u.work)
+		if o.UserXattr {
+			u.ns = whiteout.UserPrefix
+		}
 	}
 	ok = true
 	return u, nil

@@ -56,12 +56,19 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		dirs = append(dirs, layerDir{layer: i, fd: fd, opq: whiteout.Opacity{XattrWhiteouts: whiteout.ReadOpacity(fd).XattrWhiteouts}})
 	}
 	root.dirs.Store(&dirs)
+	// The root reports its top layer's inode number, as the kernel does.
+	var rst unix.Stat_t
+	if err := unix.Fstat(dirs[0].fd, &rst); err != nil {
+		u.close()
+		return nil, err
+	}
 
 	timeout := time.Second
 	fsopts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		RootStableAttr:  &fs.StableAttr{Ino: u.ino(dirs[0].layer, rst.Ino)},
 		MountOptions: fuse.MountOptions{
 			FsName:        "layerfs",
 			Name:          "layerfs",

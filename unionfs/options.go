@@ -26,6 +26,9 @@ type Options struct {
 	ReadOnly bool
 	// AllowOther lets other users see the mount (FUSE allow_other).
 	AllowOther bool
+	// UserXattr writes markers as user.overlay.* xattrs, the format of a
+	// kernel overlay mounted with userxattr, even where trusted.* works.
+	UserXattr bool
 	// Debug logs every FUSE request to stderr.
 	Debug bool
 }

@@ -54,7 +54,7 @@ var ignored = map[string]bool{
 	"suid": true, "nosuid": true, "dev": true, "nodev": true, "exec": true, "noexec": true,
 	"atime": true, "noatime": true, "relatime": true, "strictatime": true, "nodiratime": true,
 	"diratime": true, "lazytime": true, "max_write": true, "context": true, "fscontext": true,
-	"defcontext": true, "rootcontext": true, "userxattr": true, "uuid": true, "auto": true,
+	"defcontext": true, "rootcontext": true, "uuid": true, "auto": true,
 	"noauto": true, "user": true, "nouser": true, "users": true, "_netdev": true, "nofail": true,
 	"sync": true, "async": true, "xattr_permissions": true,
 }
@@ -107,6 +107,8 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			default:
 				return nil, fmt.Errorf("fsync=%s: want 0 or 1", val)
 			}
+		case "userxattr":
+			opts.UserXattr = true
 		case "volatile":
 			opts.NoSync = true
 		case "ro":

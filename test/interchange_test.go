@@ -1,0 +1,175 @@
+package test
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"golang.org/x/sys/unix"
+)
+
+// mergedView describes a merged tree for comparison across drivers:
+// names, types, permissions, owners, sizes, content hashes, symlink
+// targets, user.* xattrs and inode numbers.
+func mergedView(t *testing.T, root string) string {
+	t.Helper()
+	var lines []string
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		st := fi.Sys().(*syscall.Stat_t)
+		line := fmt.Sprintf("%s %v uid=%d gid=%d ino=%d", rel, fi.Mode(), st.Uid, st.Gid, st.Ino)
+		switch {
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" size=%d sha=%x nlink=%d", fi.Size(), sha256.Sum256(data), st.Nlink)
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			line += " -> " + target
+		}
+		line += " xattrs=" + userXattrs(p)
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func userXattrs(p string) string {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		return "?"
+	}
+	var out []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		v := make([]byte, 4096)
+		m, _ := unix.Lgetxattr(p, name, v)
+		out = append(out, name+"="+string(v[:max(m, 0)]))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+// changes applies a representative set of changes through a merged view.
+func changes(t *testing.T, m string) {
+	t.Helper()
+	step := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(m, "etc/config"), os.O_WRONLY|os.O_APPEND, 0)
+	step(err)
+	f.WriteString("appended\n")
+	f.Close()
+	step(os.WriteFile(filepath.Join(m, "new"), []byte("new file"), 0o640))
+	step(os.Remove(filepath.Join(m, "etc/stale")))
+	step(os.RemoveAll(filepath.Join(m, "var")))
+	step(os.Mkdir(filepath.Join(m, "var"), 0o700))
+	step(os.WriteFile(filepath.Join(m, "var/fresh"), []byte("fresh"), 0o644))
+	step(os.Chmod(filepath.Join(m, "bin/tool"), 0o700))
+	step(os.Rename(filepath.Join(m, "etc/moved"), filepath.Join(m, "etc/renamed")))
+	step(os.Symlink("../etc/config", filepath.Join(m, "bin/cfg")))
+	step(unix.Setxattr(filepath.Join(m, "bin/tool"), "user.tag", []byte("v1"), 0))
+	step(os.Remove(filepath.Join(m, "deep/a/b/c")))
+	step(os.Link(filepath.Join(m, "new"), filepath.Join(m, "new.link")))
+}
+
+func fillLowers(t *testing.T, tr *tree) {
+	t.Helper()
+	writeFile(t, filepath.Join(tr.lowers[1], "etc/config"), "base\n")
+	writeFile(t, filepath.Join(tr.lowers[1], "etc/stale"), "stale")
+	writeFile(t, filepath.Join(tr.lowers[0], "etc/moved"), "moved")
+	writeFile(t, filepath.Join(tr.lowers[1], "var/log/x"), "x")
+	writeFile(t, filepath.Join(tr.lowers[0], "var/cache/y"), "y")
+	writeFile(t, filepath.Join(tr.lowers[1], "bin/tool"), "#!/bin/sh\n")
+	writeFile(t, filepath.Join(tr.lowers[1], "deep/a/b/c"), "c")
+	writeFile(t, filepath.Join(tr.lowers[1], "deep/a/b/d"), "d")
+}
+
+type driver struct {
+	name  string
+	mount func(t *testing.T, tr *tree, userxattr bool)
+}
+
+func kernelMount(t *testing.T, tr *tree, userxattr bool) {
+	t.Helper()
+	cleanupMount(t, tr.mnt)
+	o := tr.opts()
+	if userxattr {
+		o += ",userxattr"
+	}
+	if r := run(t, "mount", "-t", "overlay", "overlay", "-o", o, tr.mnt); r.code != 0 {
+		t.Fatalf("kernel overlay: %s", r.stderr)
+	}
+}
+
+func layerfsMount(t *testing.T, tr *tree, userxattr bool) {
+	t.Helper()
+	if userxattr {
+		tr.mount(t, "-o", "userxattr")
+	} else {
+		tr.mount(t)
+	}
+}
+
+func unmountAny(t *testing.T, p string) {
+	t.Helper()
+	if r := run(t, "umount", p); r.code != 0 {
+		t.Fatalf("umount: %s", r.stderr)
+	}
+	waitUnmounted(t, p)
+}
+
+// An upper dir written by one driver shows the same merged view when the
+// other mounts it, both ways, in the privileged (trusted.overlay.*) and
+// unprivileged (user.overlay.*, userxattr) formats.
+func TestInterchangeWithKernel(t *testing.T) {
+	needRoot(t)
+	kernel := driver{"kernel", kernelMount}
+	layerfs := driver{"layerfs", layerfsMount}
+	for _, userxattr := range []bool{false, true} {
+		for _, pair := range [][2]driver{{layerfs, kernel}, {kernel, layerfs}} {
+			writer, reader := pair[0], pair[1]
+			name := fmt.Sprintf("%s-then-%s-userxattr=%v", writer.name, reader.name, userxattr)
+			t.Run(name, func(t *testing.T) {
+				tr := newTree(t, 2)
+				fillLowers(t, tr)
+				writer.mount(t, tr, userxattr)
+				changes(t, tr.mnt)
+				want := mergedView(t, tr.mnt)
+				unmountAny(t, tr.mnt)
+				reader.mount(t, tr, userxattr)
+				assert.Equal(t, want, mergedView(t, tr.mnt))
+				unmountAny(t, tr.mnt)
+				// Markers of the format asked for, none of the other.
+				out, _ := exec.Command("getfattr", "-R", "-d", "-m", "-", "--absolute-names", tr.upper).Output()
+				if userxattr {
+					assert.NotContains(t, string(out), "trusted.overlay.")
+				} else {
+					assert.NotContains(t, string(out), "user.overlay.")
+				}
+			})
+		}
+	}
+}
