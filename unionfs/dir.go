@@ -22,6 +22,7 @@ var (
 	_ fs.NodeUnlinker  = (*node)(nil)
 	_ fs.NodeRmdirer   = (*node)(nil)
 	_ fs.NodeRenamer   = (*node)(nil)
+	_ fs.NodeTmpfiler  = (*node)(nil)
 )
 
 // dirent is one raw entry of a layer directory.
@@ -273,7 +274,7 @@ func (d *node) own(ctx context.Context, up, dir int, name string, isDir bool) {
 	if setgid {
 		gid = int(st.Gid)
 	}
-	unix.Fchownat(dir, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	fchownat(dir, name, uid, gid)
 	if setgid && isDir && dir != up {
 		// Built in the work dir: inherit the setgid bit by hand.
 		var cur unix.Stat_t
@@ -347,6 +348,41 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	return in, newFile(ch, fd, flags, upperLayer, ch.copyups.Load()), 0, 0
 }
 
+// Tmpfile makes a nameless file (O_TMPFILE) in the upper copy of d. The
+// node keeps its own descriptor so that a later linkat can name it.
+func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if !d.u.writable() {
+		return nil, nil, 0, syscall.EROFS
+	}
+	d.u.renameMu.RLock()
+	defer d.u.renameMu.RUnlock()
+	if errno := d.copyUp(ctx, false); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL
+	fd, err := unix.Openat(d.fdOf(upperLayer), ".", int(flags)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, nil, 0, fs.ToErrno(err)
+	}
+	keep, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, fs.ToErrno(err)
+	}
+	d.own(ctx, d.fdOf(upperLayer), keep, "", false)
+	var x unix.Statx_t
+	if err := statxAt(fd, "", &x); err != nil {
+		unix.Close(fd)
+		unix.Close(keep)
+		return nil, nil, 0, fs.ToErrno(err)
+	}
+	ch := &node{u: d.u}
+	ch.anon.Store(int32(keep))
+	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: unix.S_IFREG, Ino: d.u.ino(upperLayer, x.Ino), Gen: uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)})
+	fillAttr(&out.Attr, &x, false)
+	return in, newFile(ch, fd, flags, upperLayer, 0), 0, 0
+}
+
 func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if errno := d.checkNewName(name); errno != 0 {
 		return nil, errno
@@ -368,6 +404,9 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	if errno := d.place(ctx, name, false, false, func(dir int, nm string) error {
+		if tname == "" { // a nameless O_TMPFILE file
+			return unix.Linkat(unix.AT_FDCWD, procPath(tfd, ""), dir, nm, unix.AT_SYMLINK_FOLLOW)
+		}
 		return unix.Linkat(tfd, tname, dir, nm, 0)
 	}); errno != 0 {
 		return nil, errno

@@ -40,6 +40,9 @@ type node struct {
 	// copyups counts moves to the upper layer, so that handles opened
 	// on a lower file notice the copy-up.
 	copyups atomic.Uint64
+	// anon is an fd of an O_TMPFILE file that has no name yet, else -1
+	// (0 in a zero node means "none" too: real values are >= 3).
+	anon atomic.Int32
 }
 
 var (
@@ -95,6 +98,14 @@ func (n *node) parentNode() (string, *node, syscall.Errno) {
 	return name, p.Operations().(*node), 0
 }
 
+// anonFd returns the fd of a nameless O_TMPFILE entry, or -1.
+func (n *node) anonFd() int {
+	if fd := n.anon.Load(); fd > 0 {
+		return int(fd)
+	}
+	return -1
+}
+
 // loc returns a directory fd and a name that reach the entry's top copy.
 // For a directory the name is "" and the fd is its own O_PATH fd.
 func (n *node) loc() (int, string, syscall.Errno) {
@@ -103,6 +114,9 @@ func (n *node) loc() (int, string, syscall.Errno) {
 	}
 	name, p, errno := n.parentNode()
 	if errno != 0 {
+		if fd := n.anonFd(); fd >= 0 {
+			return fd, "", 0
+		}
 		return -1, "", errno
 	}
 	fd := p.fdOf(int(n.layer.Load()))
@@ -113,6 +127,10 @@ func (n *node) loc() (int, string, syscall.Errno) {
 }
 
 func (n *node) OnForget() {
+	if fd := n.anonFd(); fd >= 0 {
+		unix.Close(fd)
+		n.anon.Store(0)
+	}
 	if n.dir && !n.IsRoot() { // the root's fds belong to the union
 		for _, ld := range n.layerDirs() {
 			unix.Close(ld.fd)

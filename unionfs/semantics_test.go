@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -217,3 +218,19 @@ func TestMknodWhiteoutRefused(t *testing.T) {
 	must(t, unix.Mkfifo(tu.m("fifo"), 0o644))
 	assert.ErrorIs(t, os.WriteFile(tu.m(".wh.x"), nil, 0o644), unix.EINVAL)
 }
+
+// O_TMPFILE in a lower directory, then named with linkat.
+func TestTmpfileLink(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) { put(t, l[0], "d/old", "o") })
+	fd, err := unix.Open(tu.m("d"), unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	must(t, err)
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, []byte("anon"))
+	must(t, err)
+	must(t, unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+itoa(fd), unix.AT_FDCWD, tu.m("d/named"), unix.AT_SYMLINK_FOLLOW))
+	assert.Equal(t, "anon", readFile(t, tu.m("d/named")))
+	assert.Equal(t, "anon", readFile(t, filepath.Join(tu.upper, "d/named")))
+	assert.Equal(t, []string{"named", "old"}, names(t, tu.m("d")))
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
