@@ -13,7 +13,6 @@ import (
 )
 
 var (
-	_ fs.NodeReaddirer = (*node)(nil)
 	_ fs.NodeCreater   = (*node)(nil)
 	_ fs.NodeMkdirer   = (*node)(nil)
 	_ fs.NodeMknoder   = (*node)(nil)
@@ -132,12 +131,48 @@ func (u *union) readMerged(dirs []layerDir) ([]fuse.DirEntry, syscall.Errno) {
 	return out, 0
 }
 
-func (d *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+// dirHandle is an open directory: a snapshot of the merged listing taken
+// at opendir, so offsets stay valid and a listing is stable while it is
+// read.
+type dirHandle struct {
+	entries []fuse.DirEntry
+	next    int
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.next >= len(h.entries) {
+		return nil, 0
+	}
+	e := h.entries[h.next]
+	h.next++
+	e.Off = uint64(h.next)
+	return &e, 0
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(h.entries)) {
+		return syscall.EINVAL
+	}
+	h.next = int(off)
+	return 0
+}
+
+var _ fs.NodeOpendirHandler = (*node)(nil)
+
+// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR) across
+// opens: every change to the directory goes through this mount, and the
+// kernel drops its cache when it sees one.
+func (d *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	d.u.renameMu.RLock()
 	defer d.u.renameMu.RUnlock()
 	ents, errno := d.u.readMerged(d.layerDirs())
 	if errno != 0 {
-		return nil, errno
+		return nil, 0, errno
 	}
 	parentIno := uint64(1)
 	if _, p := d.Parent(); p != nil {
@@ -147,7 +182,7 @@ func (d *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		{Name: ".", Mode: unix.S_IFDIR, Ino: d.StableAttr().Ino},
 		{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno},
 	}, ents...)
-	return fs.NewListDirStream(list), 0
+	return &dirHandle{entries: list}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // child returns the node of an existing entry of d.

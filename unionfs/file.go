@@ -21,20 +21,15 @@ type file struct {
 	fd     int
 	layer  int
 	copies uint64
-	lf     *fs.LoopbackFile // locks, fsync, allocate on the same fd
 }
 
 var (
 	_ fs.FileReader    = (*file)(nil)
 	_ fs.FileWriter    = (*file)(nil)
 	_ fs.FileReleaser  = (*file)(nil)
-	_ fs.FileFlusher   = (*file)(nil)
 	_ fs.FileFsyncer   = (*file)(nil)
 	_ fs.FileLseeker   = (*file)(nil)
 	_ fs.FileAllocater = (*file)(nil)
-	_ fs.FileGetlker   = (*file)(nil)
-	_ fs.FileSetlker   = (*file)(nil)
-	_ fs.FileSetlkwer  = (*file)(nil)
 	_ fs.FileIoctler   = (*file)(nil)
 )
 
@@ -45,7 +40,6 @@ func newFile(n *node, fd int, flags uint32, layer int, copies uint64) *file {
 		fd:       fd,
 		layer:    layer,
 		copies:   copies,
-		lf:       fs.NewLoopbackFile(fd).(*fs.LoopbackFile),
 	}
 }
 
@@ -83,11 +77,8 @@ func (f *file) current() int {
 }
 
 func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := unix.Pread(f.current(), buf, off)
-	if err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	return fuse.ReadResultData(buf[:n]), 0
+	// Spliced from the layer file where the kernel allows it.
+	return fuse.ReadResultFd(uintptr(f.current()), off, len(buf)), 0
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
@@ -106,26 +97,24 @@ func (f *file) getattr(out *fuse.AttrOut) (syscall.Errno, bool) {
 	return 0, true
 }
 
-func (f *file) Release(ctx context.Context) syscall.Errno { return f.lf.Release(ctx) }
-func (f *file) Flush(ctx context.Context) syscall.Errno   { return f.lf.Flush(ctx) }
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	return fs.ToErrno(unix.Close(f.fd))
+}
+
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return f.lf.Fsync(ctx, flags)
+	if flags&1 != 0 { // FUSE_FSYNC_FDATASYNC
+		return fs.ToErrno(unix.Fdatasync(f.fd))
+	}
+	return fs.ToErrno(unix.Fsync(f.fd))
 }
+
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	f.current()
-	return f.lf.Lseek(ctx, off, whence)
+	n, err := unix.Seek(f.current(), int64(off), int(whence))
+	return uint64(n), fs.ToErrno(err)
 }
+
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
-	return f.lf.Allocate(ctx, off, size, mode)
-}
-func (f *file) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	return f.lf.Getlk(ctx, owner, lk, flags, out)
-}
-func (f *file) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.lf.Setlk(ctx, owner, lk, flags)
-}
-func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.lf.Setlkw(ctx, owner, lk, flags)
+	return fs.ToErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
 }
 
 // Ioctl refuses everything: passing ioctls to a layer file could change a

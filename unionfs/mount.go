@@ -63,7 +63,14 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 
-	timeout := time.Second
+	// We are the only writer of the upper layer and lowers do not change
+	// under a mount (as with kernel overlay), so the kernel may cache
+	// entries and attributes for long; every change made through the
+	// mount updates the kernel's caches itself.
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = time.Hour
+	}
 	fsopts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -72,12 +79,16 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		MountOptions: fuse.MountOptions{
 			FsName:        "layerfs",
 			Name:          "layerfs",
-			Options:       []string{"default_permissions"},
+			Options:       []string{"default_permissions", "noatime"},
 			AllowOther:    opts.AllowOther,
 			DirectMount:   true,
-			EnableLocks:   true,
 			Debug:         opts.Debug,
 			MaxBackground: 64,
+			// Large writes and readdirplus only where it pays (the
+			// kernel decides per directory).
+			MaxWrite:             fuse.MAX_KERNEL_WRITE,
+			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
+			EnableSymlinkCaching: true,
 		},
 	}
 	if !u.writable() {

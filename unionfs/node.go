@@ -475,6 +475,15 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
+var _ fs.NodeFlusher = (*node)(nil)
+
+// Flush answers ENOSYS so the kernel stops sending one per close: closing
+// a layer file reports nothing that a local filesystem could fail, and
+// POSIX locks are kept by the kernel (no lock support is offered).
+func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
 // writeIntent reports whether open flags need the upper copy.
 func writeIntent(flags uint32) bool {
 	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
@@ -503,5 +512,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, fs.ToErrno(err)
 	}
-	return newFile(n, rfd, flags, layer, copies), 0, 0
+	// We are the only writer: the page cache stays valid across opens.
+	return newFile(n, rfd, flags, layer, copies), fuse.FOPEN_KEEP_CACHE, 0
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,10 @@ type Options struct {
 	// UserXattr writes markers as user.overlay.* xattrs, the format of a
 	// kernel overlay mounted with userxattr, even where trusted.* works.
 	UserXattr bool
+	// Timeout is how long the kernel may cache entries and attributes
+	// (default one hour). Shorten it when lower layers change under a
+	// live mount.
+	Timeout time.Duration
 	// Debug logs every FUSE request to stderr.
 	Debug bool
 }

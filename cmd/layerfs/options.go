@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/layerfs/layerfs/unionfs"
 )
@@ -50,7 +52,7 @@ func splitKeepingEscapes(s string, sep byte) []string {
 // layerfs: they describe what layerfs always does, or only tune a peer.
 var ignored = map[string]bool{
 	"rw": true, "default_permissions": true, "noacl": true, "static_nlink": true,
-	"threaded": true, "writeback": true, "timeout": true, "xino": true, "ino32_t": true,
+	"threaded": true, "writeback": true, "xino": true, "ino32_t": true,
 	"suid": true, "nosuid": true, "dev": true, "nodev": true, "exec": true, "noexec": true,
 	"atime": true, "noatime": true, "relatime": true, "strictatime": true, "nodiratime": true,
 	"diratime": true, "lazytime": true, "max_write": true, "context": true, "fscontext": true,
@@ -106,6 +108,15 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 				opts.NoSync = false
 			default:
 				return nil, fmt.Errorf("fsync=%s: want 0 or 1", val)
+			}
+		case "timeout":
+			secs, err := strconv.ParseFloat(val, 64)
+			if err != nil || secs < 0 {
+				return nil, fmt.Errorf("timeout=%s: want seconds", val)
+			}
+			opts.Timeout = time.Duration(secs * float64(time.Second))
+			if opts.Timeout == 0 {
+				opts.Timeout = time.Nanosecond // no caching
 			}
 		case "userxattr":
 			opts.UserXattr = true
