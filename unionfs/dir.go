@@ -474,14 +474,14 @@ func (u *union) replaceWithWhiteout(up int, name string) error {
 
 // lockChild holds the child's node lock (if the child is known) so that a
 // concurrent copy-up of it cannot interleave with its removal.
-func (d *node) lockChild(name string) func() {
+func (d *node) lockChild(name string) (*node, func()) {
 	in := d.GetChild(name)
 	if in == nil {
-		return func() {}
+		return nil, func() {}
 	}
 	c := in.Operations().(*node)
 	c.mu.Lock()
-	return c.mu.Unlock
+	return c, c.mu.Unlock
 }
 
 func (d *node) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -504,7 +504,8 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	if errno := d.copyUp(ctx, false); errno != 0 {
 		return errno
 	}
-	defer d.lockChild(name)()
+	victim, unlock := d.lockChild(name)
+	defer unlock()
 	f, errno := d.find(name)
 	if errno != 0 {
 		return errno
@@ -524,6 +525,9 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		if len(ents) > 0 {
 			return syscall.ENOTEMPTY
 		}
+	}
+	if victim != nil {
+		victim.keepForOpeners()
 	}
 	up := d.fdOf(upperLayer)
 	if f.layer != upperLayer {
@@ -615,6 +619,9 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	if s.dir && !s.pureUpper() {
 		return syscall.EXDEV // the kernel's answer; redirects lift it later
+	}
+	if t != nil {
+		t.keepForOpeners()
 	}
 	if errno := s.copyUp(ctx, false); errno != 0 {
 		return errno

@@ -30,7 +30,6 @@ var (
 	_ fs.FileFsyncer   = (*file)(nil)
 	_ fs.FileLseeker   = (*file)(nil)
 	_ fs.FileAllocater = (*file)(nil)
-	_ fs.FileIoctler   = (*file)(nil)
 )
 
 func newFile(n *node, fd int, flags uint32, layer int, copies uint64) *file {
@@ -115,10 +114,4 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	return fs.ToErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
-}
-
-// Ioctl refuses everything: passing ioctls to a layer file could change a
-// lower layer (file flags, reflinks). ENOTTY is what tools like fsx expect.
-func (f *file) Ioctl(ctx context.Context, cmd uint32, arg uint64, input, output []byte) (int32, syscall.Errno) {
-	return 0, syscall.ENOTTY
 }

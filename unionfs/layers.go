@@ -32,6 +32,8 @@ type union struct {
 
 	readOnly bool
 	fsync    bool
+	// passthrough: files get open handles the kernel may do I/O on.
+	passthrough bool
 	// chownNew: new entries get the caller's ids (server may chown).
 	chownNew bool
 
@@ -44,7 +46,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, chownNew: os.Geteuid() == 0}
+	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, chownNew: os.Geteuid() == 0}
 	ok := false
 	defer func() {
 		if !ok {

@@ -490,6 +490,9 @@ func writeIntent(flags uint32) bool {
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if !n.u.passthrough {
+		return nil, 0, syscall.ENOSYS // no open handles: see io.go
+	}
 	n.u.renameMu.RLock()
 	defer n.u.renameMu.RUnlock()
 	write := writeIntent(flags)

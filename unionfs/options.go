@@ -34,6 +34,10 @@ type Options struct {
 	// (default one hour). Shorten it when lower layers change under a
 	// live mount.
 	Timeout time.Duration
+	// Passthrough opens files with handles the kernel does I/O on
+	// directly (FUSE passthrough, root only), at the cost of a round
+	// trip per open; without it layerfs runs without open handles.
+	Passthrough bool
 	// Debug logs every FUSE request to stderr.
 	Debug bool
 }

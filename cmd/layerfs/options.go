@@ -118,6 +118,8 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			if opts.Timeout == 0 {
 				opts.Timeout = time.Nanosecond // no caching
 			}
+		case "passthrough":
+			opts.Passthrough = true
 		case "userxattr":
 			opts.UserXattr = true
 		case "volatile":
