@@ -380,7 +380,7 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, errno
 	}
 	ch := in.Operations().(*node)
-	return in, newFile(ch, fd, flags, upperLayer, ch.copyups.Load()), 0, 0
+	return in, d.u.handle(newFile(ch, fd, flags, upperLayer, ch.copyups.Load())), 0, 0
 }
 
 // Tmpfile makes a nameless file (O_TMPFILE) in the upper copy of d. The
@@ -415,7 +415,7 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	ch.anon.Store(int32(keep))
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: unix.S_IFREG, Ino: d.u.ino(upperLayer, x.Ino), Gen: uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)})
 	fillAttr(&out.Attr, &x, false)
-	return in, newFile(ch, fd, flags, upperLayer, 0), 0, 0
+	return in, d.u.handle(newFile(ch, fd, flags, upperLayer, 0)), 0, 0
 }
 
 func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -115,3 +115,30 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	return fs.ToErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
 }
+
+// ptFile is an open handle whose I/O the kernel does itself on the layer
+// file (FUSE passthrough, passthrough option, root only).
+type ptFile struct {
+	*file
+	lower bool // backed by a lower file: counted in node.lowerPT
+}
+
+var _ fs.FilePassthroughFder = (*ptFile)(nil)
+
+func (f *ptFile) PassthroughFd() (int, bool) { return f.fd, true }
+
+func (f *ptFile) Release(ctx context.Context) syscall.Errno {
+	if f.lower {
+		f.node.lowerPT.Add(-1)
+	}
+	return f.file.Release(ctx)
+}
+
+// handle wraps a handle of an upper file for the mount's I/O mode: with
+// passthrough every handle of an inode must offer its backing file.
+func (u *union) handle(f *file) fs.FileHandle {
+	if u.passthrough {
+		return &ptFile{file: f}
+	}
+	return f
+}

@@ -34,14 +34,21 @@ type testUnion struct {
 	mnt     string
 	srv     *Server
 	mounted bool
+	// opts are extra options for every mount of this union.
+	opts Options
 }
 
 // newTestUnion makes n lower dirs (filled by fill, may be nil), an upper
 // and work dir and mounts them.
 func newTestUnion(t *testing.T, n int, fill func(lowers []string, upper string)) *testUnion {
 	t.Helper()
+	return newTestUnionOpts(t, n, Options{}, fill)
+}
+
+func newTestUnionOpts(t *testing.T, n int, opts Options, fill func(lowers []string, upper string)) *testUnion {
+	t.Helper()
 	needRoot(t)
-	tu := &testUnion{dir: t.TempDir()}
+	tu := &testUnion{dir: t.TempDir(), opts: opts}
 	for i := 0; i < n; i++ {
 		p := filepath.Join(tu.dir, "lower"+string(rune('1'+i)))
 		must(t, os.Mkdir(p, 0o755))
@@ -62,7 +69,9 @@ func newTestUnion(t *testing.T, n int, fill func(lowers []string, upper string))
 
 func (tu *testUnion) mount(t *testing.T) {
 	t.Helper()
-	srv, err := Mount(context.Background(), Options{Lowers: tu.lowers, Upper: tu.upper, Work: tu.work, Mountpoint: tu.mnt})
+	o := tu.opts
+	o.Lowers, o.Upper, o.Work, o.Mountpoint = tu.lowers, tu.upper, tu.work, tu.mnt
+	srv, err := Mount(context.Background(), o)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

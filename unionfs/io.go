@@ -74,7 +74,7 @@ func (n *node) withTop(ctx context.Context, write bool, fn func(fd int) syscall.
 }
 
 func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if fh, ok := f.(*file); ok {
+	if fh := asFile(f); fh != nil {
 		return fh.Read(ctx, dest, off)
 	}
 	var res fuse.ReadResult
@@ -90,7 +90,7 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 }
 
 func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	if fh, ok := f.(*file); ok {
+	if fh := asFile(f); fh != nil {
 		return fh.Write(ctx, data, off)
 	}
 	var written int
@@ -103,7 +103,7 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 }
 
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	if fh, ok := f.(*file); ok {
+	if fh := asFile(f); fh != nil {
 		return fh.Fsync(ctx, flags)
 	}
 	if !n.inUpper() {
@@ -115,7 +115,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 }
 
 func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
-	if fh, ok := f.(*file); ok {
+	if fh := asFile(f); fh != nil {
 		return fh.Lseek(ctx, off, whence)
 	}
 	var pos int64
@@ -128,7 +128,7 @@ func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence ui
 }
 
 func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
-	if fh, ok := f.(*file); ok {
+	if fh := asFile(f); fh != nil {
 		return fh.Allocate(ctx, off, size, mode)
 	}
 	return n.withTop(ctx, true, func(fd int) syscall.Errno {
@@ -160,4 +160,15 @@ func (n *node) keepForOpeners() {
 	if errno == 0 {
 		n.anon.Store(int32(fd))
 	}
+}
+
+// asFile returns the handle behind f, or nil for a request without one.
+func asFile(f fs.FileHandle) *file {
+	switch h := f.(type) {
+	case *file:
+		return h
+	case *ptFile:
+		return h.file
+	}
+	return nil
 }

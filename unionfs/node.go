@@ -40,6 +40,8 @@ type node struct {
 	// copyups counts moves to the upper layer, so that handles opened
 	// on a lower file notice the copy-up.
 	copyups atomic.Uint64
+	// lowerPT counts open passthrough handles backed by a lower file.
+	lowerPT atomic.Int32
 	// anon is an fd of an O_TMPFILE file that has no name yet, else -1
 	// (0 in a zero node means "none" too: real values are >= 3).
 	anon atomic.Int32
@@ -337,7 +339,7 @@ func (n *node) getattr(out *fuse.AttrOut) syscall.Errno {
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if fh, ok := f.(*file); ok {
+	if fh := asFile(f); fh != nil {
 		if errno, done := fh.getattr(out); done {
 			return errno
 		}
@@ -425,7 +427,7 @@ func fchownat(fd int, name string, uid, gid int) error {
 // truncate sets the size through the open handle when it writes the upper
 // file, else through a fresh descriptor.
 func (n *node) truncate(f fs.FileHandle, dirfd int, name string, size int64) syscall.Errno {
-	if fh, ok := f.(*file); ok && fh.writable {
+	if fh := asFile(f); fh != nil && fh.writable {
 		return fs.ToErrno(unix.Ftruncate(fh.fd, size))
 	}
 	if n.dir {
@@ -504,17 +506,35 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
-	fd, name, errno := n.loc()
+	// Decide under n.mu: copy-up takes it too, so a lower open counted
+	// here either finished before the copy-up or sees the upper file.
+	n.mu.Lock()
+	if write && n.lowerPT.Load() > 0 {
+		// The kernel binds one backing file to an inode, and readers
+		// still use the lower file through this one. ESTALE makes the
+		// kernel look the name up again; the copy-up gave the entry a
+		// new identity (its upper copy's birth time), so the writer
+		// gets a new inode backed by the upper file.
+		n.mu.Unlock()
+		return nil, 0, syscall.ESTALE
+	}
+	dirfd, name, errno := n.loc()
 	if errno != 0 {
+		n.mu.Unlock()
 		return nil, 0, errno
 	}
-	copies := n.copyups.Load()
-	layer := n.topLayer()
+	layer, copies := n.topLayer(), n.copyups.Load()
 	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY
-	rfd, err := unix.Openat(fd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	rfd, err := unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
+		n.mu.Unlock()
 		return nil, 0, fs.ToErrno(err)
 	}
-	// We are the only writer: the page cache stays valid across opens.
-	return newFile(n, rfd, flags, layer, copies), fuse.FOPEN_KEEP_CACHE, 0
+	h := &ptFile{file: newFile(n, rfd, flags, layer, copies)}
+	if layer != upperLayer {
+		n.lowerPT.Add(1)
+		h.lower = true
+	}
+	n.mu.Unlock()
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }

@@ -21,20 +21,25 @@ var posixExcluded = map[string]string{
 		"overlay, where a process may re-lock its own file (TestKernelOverlayLockSemantics shows the kernel's result)",
 }
 
-func runPosix(t *testing.T, fill func(lowers []string, upper string)) {
+func runPosix(t *testing.T, opts Options, fill func(lowers []string, upper string)) {
 	for k, why := range posixExcluded {
 		t.Logf("excluded %s: %s", k, why)
 	}
 	for _, k := range sortedPosixKeys() {
 		t.Run(k, func(t *testing.T) {
-			tu := newTestUnion(t, 1, fill)
+			tu := newTestUnionOpts(t, 1, opts, fill)
 			posixtest.All[k](t, tu.mnt)
 		})
 	}
 }
 
 func TestPosixEmptyLower(t *testing.T) {
-	runPosix(t, nil)
+	runPosix(t, Options{}, nil)
+}
+
+// With open handles and FUSE passthrough (root).
+func TestPosixPassthrough(t *testing.T) {
+	runPosix(t, Options{Passthrough: true}, nil)
 }
 
 // A populated lower: the suite runs in "suite", a directory that exists

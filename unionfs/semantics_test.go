@@ -234,3 +234,32 @@ func TestTmpfileLink(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// With passthrough, a lower file open for reading (the kernel reads it
+// through a backing file) and then opened for writing: the write lands in
+// the upper copy, never in the lower file.
+func TestPassthroughWriteAfterLowerRead(t *testing.T) {
+	tu := newTestUnionOpts(t, 1, Options{Passthrough: true}, func(l []string, u string) {
+		put(t, l[0], "f", "lower data")
+	})
+	r, err := os.Open(tu.m("f"))
+	must(t, err)
+	defer r.Close()
+	buf := make([]byte, 10)
+	_, err = r.ReadAt(buf, 0)
+	must(t, err)
+	assert.Equal(t, "lower data", string(buf))
+
+	w, err := os.OpenFile(tu.m("f"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = w.WriteString("+upper")
+	must(t, err)
+	must(t, w.Close())
+	assert.Equal(t, "lower data", readFile(t, filepath.Join(tu.lowers[0], "f")))
+	assert.Equal(t, "lower data+upper", readFile(t, filepath.Join(tu.upper, "f")))
+	assert.Equal(t, "lower data+upper", readFile(t, tu.m("f")))
+	// Later writers and readers share the upper file.
+	must(t, os.WriteFile(tu.m("f"), []byte("again"), 0o644))
+	assert.Equal(t, "again", readFile(t, tu.m("f")))
+	assert.Equal(t, "lower data", readFile(t, filepath.Join(tu.lowers[0], "f")))
+}
