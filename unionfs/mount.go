@@ -79,7 +79,7 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		MountOptions: fuse.MountOptions{
 			FsName:        "layerfs",
 			Name:          "layerfs",
-			Options:       []string{"default_permissions", "noatime"},
+			Options:       []string{"default_permissions"},
 			AllowOther:    opts.AllowOther,
 			DirectMount:   true,
 			Debug:         opts.Debug,
@@ -91,8 +91,18 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 			EnableSymlinkCaching: true,
 		},
 	}
+	mo := &fsopts.MountOptions
+	if os.Geteuid() == 0 {
+		// mount(2) takes noatime as a flag; as root (also mapped root in
+		// a user namespace) the union may carry setuid files and device
+		// nodes, as a container root filesystem needs, unless asked not.
+		mo.DirectMountFlags = unix.MS_NOATIME
+	} else {
+		mo.Options = append(mo.Options, "noatime")
+	}
+	mo.Options = append(mo.Options, opts.MountFlags...)
 	if !u.writable() {
-		fsopts.MountOptions.Options = append(fsopts.MountOptions.Options, "ro")
+		mo.Options = append(mo.Options, "ro")
 	}
 	srv, err := fs.Mount(l.mountpoint, root, fsopts)
 	if err != nil {

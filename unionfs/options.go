@@ -38,6 +38,9 @@ type Options struct {
 	// directly (FUSE passthrough, root only), at the cost of a round
 	// trip per open; without it layerfs runs without open handles.
 	Passthrough bool
+	// MountFlags are generic mount flags to apply: nosuid, nodev,
+	// noexec (and their opposites).
+	MountFlags []string
 	// Debug logs every FUSE request to stderr.
 	Debug bool
 }

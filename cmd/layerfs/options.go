@@ -53,7 +53,6 @@ func splitKeepingEscapes(s string, sep byte) []string {
 var ignored = map[string]bool{
 	"rw": true, "default_permissions": true, "noacl": true, "static_nlink": true,
 	"threaded": true, "writeback": true, "xino": true, "ino32_t": true,
-	"suid": true, "nosuid": true, "dev": true, "nodev": true, "exec": true, "noexec": true,
 	"atime": true, "noatime": true, "relatime": true, "strictatime": true, "nodiratime": true,
 	"diratime": true, "lazytime": true, "max_write": true, "context": true, "fscontext": true,
 	"defcontext": true, "rootcontext": true, "uuid": true, "auto": true,
@@ -118,6 +117,8 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			if opts.Timeout == 0 {
 				opts.Timeout = time.Nanosecond // no caching
 			}
+		case "suid", "nosuid", "dev", "nodev", "exec", "noexec":
+			opts.MountFlags = append(opts.MountFlags, key)
 		case "passthrough":
 			opts.Passthrough = true
 		case "userxattr":
