@@ -191,7 +191,7 @@ func TestBadInput(t *testing.T) {
 		{"empty layer", []string{"-o", "lowerdir=" + lower + "::" + lower, mnt}, "empty layer"},
 		{"bad fsync", []string{"-o", "lowerdir=" + lower + ",fsync=maybe", mnt}, "fsync"},
 		{"unknown flag", []string{"--frobnicate", mnt}, "unknown flag"},
-		{"unsupported mapping", []string{"-o", "lowerdir=" + lower + ",uidmapping=0:1000:1", mnt}, "not supported"},
+		{"bad mapping", []string{"-o", "lowerdir=" + lower + ",uidmapping=0:1000", mnt}, "uidmapping"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

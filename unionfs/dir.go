@@ -303,7 +303,10 @@ func (d *node) own(ctx context.Context, up, dir int, name string, isDir bool) {
 	if !ok {
 		return
 	}
-	uid, gid := int(caller.Uid), int(caller.Gid)
+	uid, gid, errno := d.u.ids.store(int(caller.Uid), int(caller.Gid))
+	if errno != 0 {
+		uid, gid = int(d.u.ids.overflowU), int(d.u.ids.overflowG)
+	}
 	var st unix.Stat_t
 	setgid := unix.Fstat(up, &st) == nil && st.Mode&unix.S_ISGID != 0
 	if setgid {
@@ -414,7 +417,7 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	ch := &node{u: d.u}
 	ch.anon.Store(int32(keep))
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: unix.S_IFREG, Ino: d.u.ino(upperLayer, x.Ino), Gen: uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)})
-	fillAttr(&out.Attr, &x, false)
+	d.u.fillAttr(&out.Attr, &x, false)
 	return in, d.u.handle(newFile(ch, fd, flags, upperLayer, 0)), 0, 0
 }
 
@@ -450,7 +453,7 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := statxAt(d.fdOf(upperLayer), name, &x); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	fillAttr(&out.Attr, &x, false)
+	d.u.fillAttr(&out.Attr, &x, false)
 	return t.EmbeddedInode(), 0
 }
 

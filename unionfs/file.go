@@ -92,7 +92,7 @@ func (f *file) getattr(out *fuse.AttrOut) (syscall.Errno, bool) {
 	if err := statxAt(f.current(), "", &x); err != nil {
 		return fs.ToErrno(err), true
 	}
-	fillAttr(&out.Attr, &x, false)
+	f.node.u.fillAttr(&out.Attr, &x, false)
 	return 0, true
 }
 

@@ -34,6 +34,8 @@ type union struct {
 	fsync    bool
 	// passthrough: files get open handles the kernel may do I/O on.
 	passthrough bool
+	// ids translates ownership; nil when no mapping was asked for.
+	ids *idMapper
 	// chownNew: new entries get the caller's ids (server may chown).
 	chownNew bool
 
@@ -46,7 +48,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, chownNew: os.Geteuid() == 0}
+	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), chownNew: os.Geteuid() == 0}
 	ok := false
 	defer func() {
 		if !ok {

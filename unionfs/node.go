@@ -283,12 +283,12 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	if in.Operations() != fs.InodeEmbedder(ch) {
 		f.closeDirs() // an existing node won
 	}
-	fillAttr(attr, &f.st, len(f.dirs) > 1)
+	d.u.fillAttr(attr, &f.st, len(f.dirs) > 1)
 	attr.Ino = ino
 	return in
 }
 
-func fillAttr(a *fuse.Attr, x *unix.Statx_t, merged bool) {
+func (u *union) fillAttr(a *fuse.Attr, x *unix.Statx_t, merged bool) {
 	a.Ino = x.Ino
 	a.Size = x.Size
 	a.Blocks = x.Blocks
@@ -303,6 +303,7 @@ func fillAttr(a *fuse.Attr, x *unix.Statx_t, merged bool) {
 		a.Nlink = 1
 	}
 	a.Uid, a.Gid = x.Uid, x.Gid
+	u.ids.show(&a.Uid, &a.Gid)
 	a.Rdev = uint32(unix.Mkdev(x.Rdev_major, x.Rdev_minor))
 	a.Blksize = x.Blksize
 }
@@ -334,7 +335,7 @@ func (n *node) getattr(out *fuse.AttrOut) syscall.Errno {
 	if errno := n.stat(&x); errno != 0 {
 		return errno
 	}
-	fillAttr(&out.Attr, &x, n.dir && len(n.layerDirs()) > 1)
+	n.u.fillAttr(&out.Attr, &x, n.dir && len(n.layerDirs()) > 1)
 	return 0
 }
 
@@ -372,6 +373,10 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 		if gok {
 			g = int(gid)
+		}
+		var errno syscall.Errno
+		if u, g, errno = n.u.ids.store(u, g); errno != 0 {
+			return errno
 		}
 		if err := fchownat(fd, name, u, g); err != nil {
 			return fs.ToErrno(err)

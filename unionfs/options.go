@@ -41,6 +41,12 @@ type Options struct {
 	// MountFlags are generic mount flags to apply: nosuid, nodev,
 	// noexec (and their opposites).
 	MountFlags []string
+	// UIDMap and GIDMap translate ownership: ids stored in the layers are
+	// shown through the mount as mapped (uidmapping=/gidmapping=).
+	UIDMap, GIDMap []IDMap
+	// SquashUID and SquashGID, when set, make every entry appear owned by
+	// that id (squash_to_root, squash_to_uid=, squash_to_gid=).
+	SquashUID, SquashGID *uint32
 	// Debug logs every FUSE request to stderr.
 	Debug bool
 }

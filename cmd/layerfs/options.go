@@ -60,16 +60,6 @@ var ignored = map[string]bool{
 	"sync": true, "async": true, "xattr_permissions": true,
 }
 
-// unsupported change what the mount shows; pretending to honour them would
-// give wrong results, so they are refused until implemented.
-var unsupported = map[string]string{
-	"uidmapping":     "uid mapping",
-	"gidmapping":     "gid mapping",
-	"squash_to_root": "ownership squashing",
-	"squash_to_uid":  "ownership squashing",
-	"squash_to_gid":  "ownership squashing",
-}
-
 // parseMountOptions applies one -o string (fuse-overlayfs syntax) to opts.
 // It returns warnings for unknown options.
 func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err error) {
@@ -133,10 +123,31 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			if val != "off" && val != "nofollow" && !(key == "redirect_dir" && val == "follow") {
 				return nil, fmt.Errorf("%s=%s is not supported yet", key, val)
 			}
-		default:
-			if what, ok := unsupported[key]; ok {
-				return nil, fmt.Errorf("option %s (%s) is not supported yet", key, what)
+		case "uidmapping", "gidmapping":
+			m, err := unionfs.ParseIDMaps(val)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", key, err)
 			}
+			if key == "uidmapping" {
+				opts.UIDMap = m
+			} else {
+				opts.GIDMap = m
+			}
+		case "squash_to_root":
+			zero := uint32(0)
+			opts.SquashUID, opts.SquashGID = &zero, &zero
+		case "squash_to_uid", "squash_to_gid":
+			n, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("%s=%s: want a number", key, val)
+			}
+			id := uint32(n)
+			if key == "squash_to_uid" {
+				opts.SquashUID = &id
+			} else {
+				opts.SquashGID = &id
+			}
+		default:
 			if !ignored[key] {
 				warnings = append(warnings, fmt.Sprintf("unknown option %q ignored", item))
 			}

@@ -19,11 +19,21 @@ func TestParseMountOptions(t *testing.T) {
 	assert.Len(t, w, 1)
 	assert.Contains(t, w[0], "bogus")
 
-	for _, bad := range []string{"lowerdir=", "lowerdir=/a::/b", "upperdir", "fsync=2", "uidmapping=0:1000:1", "redirect_dir=on"} {
+	for _, bad := range []string{"lowerdir=", "lowerdir=/a::/b", "upperdir", "fsync=2", "uidmapping=0:1000", "uidmapping=a:b:c", "squash_to_uid=x", "redirect_dir=on"} {
 		var o unionfs.Options
 		_, err := parseMountOptions(bad, &o)
 		assert.Error(t, err, bad)
 	}
+}
+
+func TestParseIDMapping(t *testing.T) {
+	var o unionfs.Options
+	_, err := parseMountOptions("lowerdir=/l,uidmapping=:0:1:1002:1002:0:1:1003:1003:64534,gidmapping=0:100000:65536,squash_to_uid=7", &o)
+	assert.NoError(t, err)
+	assert.Equal(t, []unionfs.IDMap{{Container: 0, Host: 1, Size: 1002}, {Container: 1002, Host: 0, Size: 1}, {Container: 1003, Host: 1003, Size: 64534}}, o.UIDMap)
+	assert.Equal(t, []unionfs.IDMap{{Container: 0, Host: 100000, Size: 65536}}, o.GIDMap)
+	assert.Equal(t, uint32(7), *o.SquashUID)
+	assert.Nil(t, o.SquashGID)
 }
 
 func TestParseArgs(t *testing.T) {

@@ -1,0 +1,178 @@
+package difftest
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	flagN         = flag.Int("n", 300, "number of random sequences")
+	flagOps       = flag.Int("ops", 50, "operations per sequence")
+	flagSeed      = flag.Uint64("seed", 1, "seed of the first sequence (sequence i uses seed+i); 0 picks one from the clock")
+	flagPar       = flag.Int("par", 2, "sequences run at once")
+	flagShrink    = flag.Bool("shrink", true, "shrink each new kind of divergence to a minimal repro")
+	flagShrinkFor = flag.Duration("shrinktime", 30*time.Second, "time budget for shrinking one divergence")
+	flagShrinkAll = flag.Duration("shrinkbudget", 2*time.Minute, "time budget for shrinking all divergences of a run")
+	flagStrict    = flag.Bool("strict", false, "regression cases of open bugs fail instead of skip")
+	flagLinks     = flag.Bool("links", true, "generate hard links (lower layers and link ops)")
+	flagBugSkips  = flag.Bool("bugskips", true, "apply the temporary BUG- entries of KnownDiffs")
+)
+
+// requireEnv fails in CI and skips elsewhere when the machine cannot run
+// the tester: it needs root, /dev/fuse and kernel overlayfs.
+func requireEnv(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "root"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "/dev/fuse"
+	} else if err := probeOverlay(t.TempDir()); err != nil {
+		why = "kernel overlayfs (" + err.Error() + ")"
+	}
+	if why == "" {
+		unix.Umask(0) // layerfs sets it too; make both sides start equal
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("the differential tester needs %s, and CI must provide it", why)
+	}
+	t.Skipf("needs %s", why)
+}
+
+func probeOverlay(dir string) error {
+	var ds []string
+	for _, n := range []string{"l", "u", "w", "m"} {
+		d := filepath.Join(dir, n)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+		ds = append(ds, d)
+	}
+	if err := unix.Mount("overlay", ds[3], "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", ds[0], ds[1], ds[2])); err != nil {
+		return err
+	}
+	return unix.Unmount(ds[3], 0)
+}
+
+// seqSeed derives the rng of one sequence.
+func seqRng(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6c61796572667321)) }
+
+func TestDifferential(t *testing.T) {
+	requireEnv(t)
+	Hardlinks = *flagLinks
+	defer func() { Hardlinks = true }()
+	seed := *flagSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano() % 1e9)
+	}
+	t.Logf("seeds %d..%d, %d ops each (rerun: go test ./test/difftest -run TestDifferential -args -seed=%d -n=%d -ops=%d)",
+		seed, seed+uint64(*flagN)-1, *flagOps, seed, *flagN, *flagOps)
+	scratch := t.TempDir()
+	start := time.Now()
+
+	type outcome struct {
+		seed    uint64
+		ops     int
+		stopped string
+		div     *Divergence
+		err     error
+	}
+	seeds := make(chan uint64)
+	results := make(chan outcome)
+	var wg sync.WaitGroup
+	for w := 0; w < max(*flagPar, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range seeds {
+				rng := seqRng(s)
+				r := &Run{Dir: filepath.Join(scratch, fmt.Sprint(s)), Seed: s, Stack: GenStack(rng), N: *flagOps, Rng: rng, NoBugSkips: !*flagBugSkips}
+				div, err := r.Execute()
+				results <- outcome{s, len(r.Applied), r.Stopped, div, err}
+			}
+		}()
+	}
+	go func() {
+		for i := 0; i < *flagN; i++ {
+			seeds <- seed + uint64(i)
+		}
+		close(seeds)
+		wg.Wait()
+		close(results)
+	}()
+
+	var (
+		nOps, nSeq int
+		stopped    = map[string]int{}
+		bySig      = map[string][]*Divergence{}
+		errs       []string
+	)
+	for o := range results {
+		nSeq++
+		nOps += o.ops
+		if o.stopped != "" {
+			stopped[o.stopped]++
+		}
+		if o.err != nil {
+			errs = append(errs, fmt.Sprintf("seed %d: %v", o.seed, o.err))
+		}
+		if o.div != nil {
+			bySig[o.div.Sig] = append(bySig[o.div.Sig], o.div)
+		}
+	}
+	elapsed := time.Since(start)
+	nDiv := 0
+	for _, ds := range bySig {
+		nDiv += len(ds)
+	}
+	t.Logf("%d sequences, %d ops in %v; %d diverged (%d kinds); ended early by known differences: %v",
+		nSeq, nOps, elapsed.Round(time.Millisecond), nDiv, len(bySig), stopped)
+	for _, e := range errs {
+		t.Errorf("tester error: %s", e)
+	}
+
+	sigs := make([]string, 0, len(bySig))
+	for s := range bySig {
+		sigs = append(sigs, s)
+	}
+	sort.Strings(sigs)
+	shrinkEnd := time.Now().Add(*flagShrinkAll)
+	for _, sig := range sigs {
+		ds := bySig[sig]
+		sort.Slice(ds, func(i, j int) bool { return len(ds[i].Ops) < len(ds[j].Ops) })
+		var seedList []string
+		for _, d := range ds {
+			seedList = append(seedList, fmt.Sprint(d.Seed))
+		}
+		d := ds[0]
+		if *flagShrink {
+			sh := &Shrinker{Scratch: scratch, Deadline: earliest(time.Now().Add(*flagShrinkFor), shrinkEnd), Log: t.Logf, NoBugSkips: !*flagBugSkips}
+			d = sh.Shrink(d)
+		}
+		t.Errorf("DIVERGENCE %s (seeds %s)\n%s\nregression case:\n%s", sig, strings.Join(seedList, " "), d.Report(), regressCase(d))
+	}
+}
+
+// regressCase formats d as an entry of the regressions table.
+func regressCase(d *Divergence) string {
+	return fmt.Sprintf("\t{\n\t\tname: %q,\n\t\tseed: %d,\n\t\topen: \"BUG: ...\",\n\t\tstack: `\n%s`,\n\t\tops: `\n%s`,\n\t},\n",
+		d.Sig, d.Seed, d.Stack.String(), FormatOps(d.Ops))
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
