@@ -103,6 +103,9 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 }
 
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if !n.u.fsync {
+		return 0 // fsync=0 or volatile: syncs are skipped on purpose
+	}
 	if fh := asFile(f); fh != nil {
 		return fh.Fsync(ctx, flags)
 	}

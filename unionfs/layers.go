@@ -34,6 +34,8 @@ type union struct {
 	fsync    bool
 	// passthrough: files get open handles the kernel may do I/O on.
 	passthrough bool
+	// volatile: no syncs, and a marker in the work dir while mounted.
+	volatile bool
 	// ids translates ownership; nil when no mapping was asked for.
 	ids *idMapper
 	// chownNew: new entries get the caller's ids (server may chown).
@@ -48,7 +50,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), chownNew: os.Geteuid() == 0}
+	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0}
 	ok := false
 	defer func() {
 		if !ok {
@@ -137,6 +139,12 @@ func (u *union) prepareWork(work string) error {
 		return fmt.Errorf("workdir %s/work: %w", work, err)
 	}
 	u.work = w
+	// A volatile mount leaves work/incompat/volatile until it ends
+	// cleanly; finding it means the upper may have lost writes.
+	var st unix.Stat_t
+	if unix.Fstatat(w, "incompat/volatile", &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		return &ConfigError{fmt.Sprintf("workdir %s: a volatile mount of this upper did not end cleanly (%s/work/incompat/volatile exists); its data may be incomplete, remove that directory to mount anyway", work, work)}
+	}
 	names, err := copyup.ReadNames(w)
 	if err != nil {
 		return fmt.Errorf("workdir %s/work: %w", work, err)
@@ -146,7 +154,32 @@ func (u *union) prepareWork(work string) error {
 			return fmt.Errorf("cleaning stale %s/work/%s: %w", work, n, err)
 		}
 	}
+	if u.volatile {
+		if err := unix.Mkdirat(w, "incompat", 0o700); err != nil {
+			return fmt.Errorf("workdir %s: %w", work, err)
+		}
+		if err := unix.Mkdirat(w, "incompat/volatile", 0o700); err != nil {
+			return fmt.Errorf("workdir %s: %w", work, err)
+		}
+	}
 	return nil
+}
+
+// endVolatile runs after a clean unmount: once the upper is synced, the
+// volatile marker goes, and the next mount may use the upper.
+func (u *union) endVolatile() {
+	if !u.volatile || u.roots[upperLayer] < 0 {
+		return
+	}
+	fd, err := unix.Openat(u.roots[upperLayer], ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	err = unix.Syncfs(fd)
+	unix.Close(fd)
+	if err == nil {
+		copyup.RemoveAll(u.work, "incompat")
+	}
 }
 
 func (u *union) close() {

@@ -131,5 +131,8 @@ func (s *Server) Unmount() error {
 // Wait blocks until the mount is gone and releases the layers.
 func (s *Server) Wait() {
 	s.fuse.Wait()
-	s.closeOnce.Do(s.u.close)
+	s.closeOnce.Do(func() {
+		s.u.endVolatile()
+		s.u.close()
+	})
 }

@@ -21,8 +21,13 @@ type Options struct {
 	// Mountpoint is where the merged view appears.
 	Mountpoint string
 
-	// NoSync skips the fsync of copied-up files (fsync=0 / volatile).
+	// NoSync skips the fsync of copied-up files (fsync=0).
 	NoSync bool
+	// Volatile is kernel overlay's volatile: no syncs at all, and a
+	// work/incompat/volatile marker that only a clean unmount removes, so
+	// an upper that may have lost writes in a crash is not reused
+	// unknowingly.
+	Volatile bool
 	// ReadOnly refuses every write even with an upper layer.
 	ReadOnly bool
 	// AllowOther lets other users see the mount (FUSE allow_other).

@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -262,4 +263,25 @@ func TestPassthroughWriteAfterLowerRead(t *testing.T) {
 	must(t, os.WriteFile(tu.m("f"), []byte("again"), 0o644))
 	assert.Equal(t, "again", readFile(t, tu.m("f")))
 	assert.Equal(t, "lower data", readFile(t, filepath.Join(tu.lowers[0], "f")))
+}
+
+// volatile leaves work/incompat/volatile while mounted; a clean unmount
+// removes it, a crash leaves it and the next mount refuses.
+func TestVolatileMarker(t *testing.T) {
+	tu := newTestUnionOpts(t, 1, Options{Volatile: true, NoSync: true}, nil)
+	marker := filepath.Join(tu.work, "work", "incompat", "volatile")
+	_, err := os.Stat(marker)
+	must(t, err)
+	must(t, os.WriteFile(tu.m("f"), []byte("x"), 0o644))
+	tu.unmount(t)
+	_, err = os.Stat(marker)
+	assert.True(t, os.IsNotExist(err), "clean unmount keeps the marker")
+
+	// As a crash would leave it:
+	must(t, os.MkdirAll(marker, 0o700))
+	err = Validate(Options{Lowers: tu.lowers, Upper: tu.upper, Work: tu.work, Mountpoint: tu.mnt})
+	must(t, err) // options are fine; the mount itself refuses
+	_, err = Mount(context.Background(), Options{Lowers: tu.lowers, Upper: tu.upper, Work: tu.work, Mountpoint: tu.mnt})
+	assert.ErrorContains(t, err, "volatile")
+	assert.True(t, IsConfigError(err))
 }

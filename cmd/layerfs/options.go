@@ -114,7 +114,7 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 		case "userxattr":
 			opts.UserXattr = true
 		case "volatile":
-			opts.NoSync = true
+			opts.NoSync, opts.Volatile = true, true
 		case "ro":
 			opts.ReadOnly = true
 		case "allow_other", "allow_root":
