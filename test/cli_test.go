@@ -47,13 +47,13 @@ func TestOptionForms(t *testing.T) {
 	tr := newTree(t, 1)
 	writeFile(t, filepath.Join(tr.lowers[0], "f"), "x")
 	cleanupMount(t, tr.mnt)
-	r := run(t, binary, "-o", tr.opts()+",,volatile,context=\"system_u:object_r:container_file_t:s0\"", tr.mnt)
+	r := run(t, binary, "--driver=fuse", "-o", tr.opts()+",,volatile,context=\"system_u:object_r:container_file_t:s0\"", tr.mnt)
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "", r.stderr)
 	assert.Equal(t, "x", readFile(t, filepath.Join(tr.mnt, "f")))
 	tr.unmount(t)
 
-	r = run(t, binary, tr.mnt, "-o", "lowerdir="+tr.lowers[0], "-o", "upperdir="+tr.upper+",workdir="+tr.work, "-o", "frobnicate")
+	r = run(t, binary, tr.mnt, "--driver=fuse", "-o", "lowerdir="+tr.lowers[0], "-o", "upperdir="+tr.upper+",workdir="+tr.work, "-o", "frobnicate")
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), "one warning line: %q", r.stderr)
 	assert.Contains(t, r.stderr, "frobnicate")
@@ -79,7 +79,7 @@ func TestReadOnlyUnionAndFlags(t *testing.T) {
 	}
 	before := snapshot(t, tr.root)
 	cleanupMount(t, tr.mnt)
-	r := run(t, binary, "--lower", link, "--lower", tr.lowers[1], tr.mnt)
+	r := run(t, binary, "--driver=fuse", "--lower", link, "--lower", tr.lowers[1], tr.mnt)
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "1", readFile(t, filepath.Join(tr.mnt, "top")))
 	assert.Equal(t, "b", readFile(t, filepath.Join(tr.mnt, "bottom")))
@@ -107,7 +107,7 @@ func TestSignalsAndUmount(t *testing.T) {
 	needRoot(t)
 	tr := newTree(t, 1)
 	cleanupMount(t, tr.mnt)
-	cmd := exec.Command(binary, "-f", "-o", tr.opts(), tr.mnt)
+	cmd := exec.Command(binary, "--driver=fuse", "-f", "-o", tr.opts(), tr.mnt)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestSignalsAndUmount(t *testing.T) {
 	waitExit(t, cmd)
 	assert.False(t, isMounted(tr.mnt))
 
-	cmd = exec.Command(binary, "-f", "-o", tr.opts(), tr.mnt)
+	cmd = exec.Command(binary, "--driver=fuse", "-f", "-o", tr.opts(), tr.mnt)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,7 @@ func (tr *tree) opts() string {
 func (tr *tree) mount(t *testing.T, extra ...string) {
 	t.Helper()
 	cleanupMount(t, tr.mnt)
-	args := append([]string{"-o", tr.opts()}, extra...)
+	args := append([]string{"--driver=fuse", "-o", tr.opts()}, extra...)
 	r := run(t, binary, append(args, tr.mnt)...)
 	if r.code != 0 {
 		t.Fatalf("layerfs exited %d: %s", r.code, r.stderr)

@@ -88,7 +88,8 @@ func TestTutorialPlainUser(t *testing.T) {
 	}
 	cleanupMount(t, tr.mnt)
 	r := asUser(t, uid, gid, fmt.Sprintf(`
-		"$LAYERFS" -o %s %s
+		"$LAYERFS" -v -o %s %s 2>/dev/null
+		grep -q " %[2]s fuse.layerfs " /proc/self/mounts
 		ls %[2]s
 		echo from_merged >> %[2]s/lower1_file
 		touch %[2]s/merged_file
@@ -146,7 +147,7 @@ func TestUserNamespace(t *testing.T) {
 	})
 	r := asUser(t, uid, gid, fmt.Sprintf(`
 		exec unshare --user --map-root-user --mount /bin/sh -ec '
-			"$LAYERFS" -o %s %s
+			"$LAYERFS" --driver=fuse -o %s %s
 			grep -q " %[2]s fuse.layerfs " /proc/self/mounts
 			echo more >> %[2]s/f
 			rm -r %[2]s/d
@@ -173,4 +174,38 @@ func TestUserNamespace(t *testing.T) {
 	assert.Error(t, terr, "a user namespace cannot write trusted.*")
 	assert.Equal(t, "a", readFile(t, filepath.Join(tr.lowers[0], "d", "a")))
 	assert.False(t, isMounted(tr.mnt))
+}
+
+// As podman runs its mount program (mapped root in a user namespace),
+// --driver=auto picks kernel overlay with userxattr where the kernel
+// allows it, and the upper gets user.overlay.* markers.
+func TestUserNamespaceAutoDriver(t *testing.T) {
+	uid, gid := plainUser(t)
+	needCmd(t, "unshare")
+	tr := userTree(t, uid, gid)
+	writeFile(t, filepath.Join(tr.lowers[1], "d", "b"), "b")
+	filepath.Walk(tr.root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			os.Lchown(p, uid, gid)
+		}
+		return nil
+	})
+	r := asUser(t, uid, gid, fmt.Sprintf(`
+		exec unshare --user --map-root-user --mount /bin/sh -ec '
+			"$LAYERFS" -v -o %s %s
+			grep " %[2]s " /proc/self/mounts | cut -d" " -f3
+			rm -r %[2]s/d && mkdir %[2]s/d
+			umount %[2]s
+		'
+	`, tr.opts(), tr.mnt))
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	assert.Equal(t, "overlay\n", r.stdout)
+	assert.Contains(t, r.stderr, "kernel overlay")
+	buf := make([]byte, 8)
+	n, err := syscall.Getxattr(filepath.Join(tr.upper, "d"), "user.overlay.opaque", buf)
+	if assert.NoError(t, err) {
+		assert.Equal(t, "y", string(buf[:n]))
+	}
 }

@@ -46,6 +46,8 @@ Flags:
 type cli struct {
 	opts       unionfs.Options
 	foreground bool
+	verbose    bool
+	driver     string
 	warnings   []string
 }
 
@@ -74,6 +76,8 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	fl.BoolVarP(&c.foreground, "foreground", "f", false, "stay in the foreground")
 	fl.BoolVarP(&debug, "debug", "d", false, "log every FUSE request (implies -f)")
 	fl.BoolVar(&showVer, "version", false, "print the version")
+	fl.BoolVarP(&c.verbose, "verbose", "v", false, "say which driver serves the mount")
+	fl.StringVar(&c.driver, "driver", "auto", "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -99,6 +103,11 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	c.opts.Debug = debug
 	if debug {
 		c.foreground = true
+	}
+	switch c.driver {
+	case "auto", "fuse", "kernel":
+	default:
+		return nil, &exitError{2, fmt.Sprintf("--driver=%s: want auto, fuse or kernel", c.driver)}
 	}
 	pos := fl.Args()
 	switch len(pos) {
@@ -140,6 +149,14 @@ func run(args []string) int {
 	if err := unionfs.Validate(c.opts); err != nil {
 		return fail(ready, 2, err.Error())
 	}
+	if ready == nil && c.driver != "fuse" {
+		if code, done := tryKernel(c); done {
+			return code
+		}
+	}
+	if c.verbose && ready == nil {
+		fmt.Fprintln(os.Stderr, "layerfs: serving the mount with FUSE (layerfs)")
+	}
 	if !c.foreground && ready == nil {
 		return daemonize()
 	}
@@ -163,6 +180,47 @@ func run(args []string) int {
 	}
 	srv.Wait()
 	return 0
+}
+
+// tryKernel mounts with kernel overlay where it can serve the mount (or
+// where --driver=kernel insists). done reports that the command is over.
+func tryKernel(c *cli) (code int, done bool) {
+	userxattr := c.opts.UserXattr || inUserNamespace()
+	why := unionfs.NeedsFUSE(c.opts, userxattr)
+	if why != "" {
+		if c.driver == "kernel" {
+			return fail(nil, 2, "--driver=kernel: kernel overlay cannot serve this mount: "+why), true
+		}
+		if c.verbose {
+			fmt.Fprintf(os.Stderr, "layerfs: kernel overlay cannot serve this mount (%s)\n", why)
+		}
+		return 0, false
+	}
+	err := unionfs.MountKernel(c.opts, userxattr)
+	if err == nil {
+		if c.verbose {
+			fmt.Fprintln(os.Stderr, "layerfs: serving the mount with kernel overlay")
+		}
+		return 0, true
+	}
+	if c.driver == "kernel" {
+		return fail(nil, 1, err.Error()), true
+	}
+	if c.verbose {
+		fmt.Fprintf(os.Stderr, "layerfs: %v; using FUSE\n", err)
+	}
+	return 0, false
+}
+
+// inUserNamespace reports whether this process runs in a user namespace
+// other than the initial one, where kernel overlay needs userxattr.
+func inUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }
 
 // readyPipe returns the readiness pipe when this process is the detached

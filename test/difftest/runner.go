@@ -315,6 +315,9 @@ func (r *Run) Execute() (div *Divergence, err error) {
 			o = GenOp(r.Rng, v, r.Stack)
 		}
 		r.Applied = append(r.Applied, o)
+		if skipped(o, r.skips()) != nil {
+			continue
+		}
 		if kn := layerfsOnly(o, r.skips()); kn != nil {
 			var lr Result
 			if herr := p.onL(func() { lr = Apply(p.L.Root, o) }); herr != nil {

@@ -1,0 +1,208 @@
+package unionfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel overlay as a driver: where the kernel can serve a union as asked,
+// layerfs mounts it and gets out of the way.
+
+// NeedsFUSE returns why opts can only be served by layerfs itself, or ""
+// when kernel overlay can serve them: options the kernel lacks, and
+// markers in the layers that the kernel would not read (OCI ".wh." files,
+// opaque xattrs of another namespace).
+func NeedsFUSE(opts Options, userxattr bool) string {
+	switch {
+	case len(opts.UIDMap) > 0 || len(opts.GIDMap) > 0:
+		return "uid/gid mapping"
+	case opts.SquashUID != nil || opts.SquashGID != nil:
+		return "ownership squashing"
+	case opts.Passthrough:
+		return "passthrough"
+	case opts.NoSync && !opts.Volatile:
+		return "fsync=0"
+	case opts.Timeout != 0:
+		return "timeout"
+	case opts.Debug:
+		return "debug log"
+	}
+	l, err := opts.validate()
+	if err != nil {
+		return err.Error()
+	}
+	dirs := append([]string{}, l.lowers...)
+	if l.upper != "" {
+		dirs = append(dirs, l.upper)
+	}
+	for _, d := range dirs {
+		if why := foreignMarkers(d, userxattr); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// foreignMarkers walks a layer (names and directory xattrs only) for
+// markers the kernel would not honour.
+func foreignMarkers(root string, userxattr bool) string {
+	other := whiteout.UserPrefix + "opaque"
+	if userxattr {
+		other = whiteout.TrustedPrefix + "opaque"
+	}
+	var found string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || found != "" {
+			return filepath.SkipDir
+		}
+		if strings.HasPrefix(d.Name(), whiteout.Prefix) && p != root {
+			found = "OCI whiteout " + p
+			return filepath.SkipAll
+		}
+		if d.IsDir() {
+			for _, attr := range []string{other, whiteout.FuseOverlayfsPrefix + "opaque"} {
+				if n, err := unix.Lgetxattr(p, attr, nil); err == nil && n > 0 {
+					found = attr + " on " + p
+					return filepath.SkipAll
+				}
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// MountKernel mounts opts with kernel overlayfs, through the new mount API
+// (one fsconfig call per lower layer, so long stacks have no option-string
+// limit), falling back to mount(2).
+func MountKernel(opts Options, userxattr bool) error {
+	l, err := opts.validate()
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if errors.Is(err, unix.ENOSYS) {
+		return mountKernelLegacy(l, opts, userxattr)
+	}
+	if err != nil {
+		return fmt.Errorf("kernel overlay: %w", err)
+	}
+	defer unix.Close(fd)
+	fail := func(step string, err error) error {
+		if msg := fsLog(fd); msg != "" {
+			return fmt.Errorf("kernel overlay: %s", msg)
+		}
+		return fmt.Errorf("kernel overlay: %s: %w", step, err)
+	}
+	perLayer := true
+	for _, low := range l.lowers {
+		if err := unix.FsconfigSetString(fd, "lowerdir+", low); err != nil {
+			if len(l.lowers) > 0 && low == l.lowers[0] && errors.Is(err, unix.EINVAL) {
+				perLayer = false // kernel before 6.8
+				fsLog(fd)
+				break
+			}
+			return fail("lowerdir+ "+low, err)
+		}
+	}
+	if !perLayer {
+		esc := make([]string, len(l.lowers))
+		for i, low := range l.lowers {
+			esc[i] = strings.ReplaceAll(low, ":", `\:`)
+		}
+		if err := unix.FsconfigSetString(fd, "lowerdir", strings.Join(esc, ":")); err != nil {
+			return fail("lowerdir", err)
+		}
+	}
+	if l.upper != "" {
+		if err := unix.FsconfigSetString(fd, "upperdir", l.upper); err != nil {
+			return fail("upperdir", err)
+		}
+		if err := unix.FsconfigSetString(fd, "workdir", l.work); err != nil {
+			return fail("workdir", err)
+		}
+	}
+	var flags []string
+	if userxattr {
+		flags = append(flags, "userxattr")
+	}
+	if opts.Volatile {
+		flags = append(flags, "volatile")
+	}
+	for _, f := range flags {
+		if err := unix.FsconfigSetFlag(fd, f); err != nil {
+			return fail(f, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fail("create", err)
+	}
+	attr := 0
+	if opts.ReadOnly {
+		attr |= unix.MOUNT_ATTR_RDONLY
+	}
+	for _, f := range opts.MountFlags {
+		switch f {
+		case "nosuid":
+			attr |= unix.MOUNT_ATTR_NOSUID
+		case "nodev":
+			attr |= unix.MOUNT_ATTR_NODEV
+		case "noexec":
+			attr |= unix.MOUNT_ATTR_NOEXEC
+		}
+	}
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, attr)
+	if err != nil {
+		return fail("fsmount", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, l.mountpoint, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fail("move_mount", err)
+	}
+	return nil
+}
+
+// fsLog drains the messages the kernel left on an fs context.
+func fsLog(fd int) string {
+	var msgs []string
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		msgs = append(msgs, strings.TrimPrefix(strings.TrimSpace(string(buf[:n])), "e "))
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
+	esc := make([]string, len(l.lowers))
+	for i, low := range l.lowers {
+		esc[i] = strings.NewReplacer(":", `\:`, ",", `\,`).Replace(low)
+	}
+	data := "lowerdir=" + strings.Join(esc, ":")
+	if l.upper != "" {
+		data += ",upperdir=" + l.upper + ",workdir=" + l.work
+	}
+	if userxattr {
+		data += ",userxattr"
+	}
+	if opts.Volatile {
+		data += ",volatile"
+	}
+	var flags uintptr
+	if opts.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount("overlay", l.mountpoint, "overlay", flags, data); err != nil {
+		return fmt.Errorf("kernel overlay: %w", err)
+	}
+	return nil
+}
