@@ -2,7 +2,8 @@
 GO ?= go
 BIN := bin/layerfs
 
-.PHONY: all build demo test test-short vet deps clean
+.PHONY: all build demo test vet deps clean install
+PREFIX ?= /usr/local
 
 all: build
 
@@ -30,6 +31,10 @@ vet:
 # The test suite mounts real filesystems: run it as root with /dev/fuse.
 test: deps vet
 	$(GO) test -race -count=1 ./...
+
+# mount -t fuse.layerfs and /etc/fstab need layerfs in mount(8)'s PATH.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/layerfs
 
 clean:
 	rm -rf bin

@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,4 +99,33 @@ func TestKernelManyLongLayers(t *testing.T) {
 	tr.mount(t)
 	assert.Equal(t, "0", readFile(t, filepath.Join(tr.mnt, "file000")))
 	unmountAny(t, tr.mnt)
+}
+
+// mount -t fuse.layerfs goes through mount.fuse3, which runs
+// "layerfs SOURCE MOUNTPOINT -o OPTIONS" found in PATH: an /etc/fstab line
+// works the same way. mount(8) runs helpers with a fixed PATH, so the test
+// calls mount.fuse3 as mount(8) would, with the test binary in PATH
+// (installing into /usr/bin is not a test's business).
+func TestMountHelper(t *testing.T) {
+	needRoot(t)
+	needCmd(t, "mount.fuse3")
+	tr := newTree(t, 1)
+	writeFile(t, filepath.Join(tr.lowers[0], "f"), "via mount(8)")
+	bindir := t.TempDir()
+	if err := os.Symlink(binary, filepath.Join(bindir, "layerfs")); err != nil {
+		t.Fatal(err)
+	}
+	for _, driver := range []string{"fuse", "auto"} {
+		cleanupMount(t, tr.mnt)
+		cmd := exec.Command("mount.fuse3", "layerfs", tr.mnt, "-t", "fuse.layerfs", "-o", tr.opts()+",driver="+driver)
+		cmd.Env = append(os.Environ(), "PATH="+bindir+":"+os.Getenv("PATH"))
+		r := runCmd(t, cmd)
+		if r.code != 0 {
+			t.Fatalf("mount -t fuse.layerfs (driver=%s): %s", driver, r.stderr)
+		}
+		want := map[string]string{"fuse": "fuse.layerfs", "auto": "overlay"}[driver]
+		assert.Equal(t, want, fsType(t, tr.mnt))
+		assert.Equal(t, "via mount(8)", readFile(t, filepath.Join(tr.mnt, "f")))
+		unmountAny(t, tr.mnt)
+	}
 }

@@ -93,9 +93,12 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 		return nil, &exitError{0, ""}
 	}
 	for _, o := range mountOpts {
-		w, err := parseMountOptions(o, &c.opts)
+		d, w, err := parseMountOptionsDriver(o, &c.opts)
 		if err != nil {
 			return nil, &exitError{2, err.Error()}
+		}
+		if d != "" && !fl.Changed("driver") {
+			c.driver = d
 		}
 		c.warnings = append(c.warnings, w...)
 	}

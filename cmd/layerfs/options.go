@@ -63,6 +63,13 @@ var ignored = map[string]bool{
 // parseMountOptions applies one -o string (fuse-overlayfs syntax) to opts.
 // It returns warnings for unknown options.
 func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err error) {
+	_, warnings, err = parseMountOptionsDriver(s, opts)
+	return warnings, err
+}
+
+// parseMountOptionsDriver also returns a driver=auto|fuse|kernel item (for
+// fstab lines, where flags cannot be given), "" when there is none.
+func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, warnings []string, err error) {
 	for _, item := range splitKeepingEscapes(s, ',') {
 		if item == "" {
 			continue // podman sends "workdir=W,,volatile"
@@ -71,17 +78,17 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 		switch key {
 		case "lowerdir":
 			if !hasVal || val == "" {
-				return nil, fmt.Errorf("lowerdir needs a value")
+				return "", nil, fmt.Errorf("lowerdir needs a value")
 			}
 			for _, p := range splitEscaped(val, ':') {
 				if p == "" {
-					return nil, fmt.Errorf("lowerdir %q has an empty layer", val)
+					return "", nil, fmt.Errorf("lowerdir %q has an empty layer", val)
 				}
 				opts.Lowers = append(opts.Lowers, p)
 			}
 		case "upperdir", "workdir":
 			if !hasVal || val == "" {
-				return nil, fmt.Errorf("%s needs a value", key)
+				return "", nil, fmt.Errorf("%s needs a value", key)
 			}
 			p := splitEscaped(val, 0)[0]
 			if key == "upperdir" {
@@ -96,12 +103,12 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			case "1", "":
 				opts.NoSync = false
 			default:
-				return nil, fmt.Errorf("fsync=%s: want 0 or 1", val)
+				return "", nil, fmt.Errorf("fsync=%s: want 0 or 1", val)
 			}
 		case "timeout":
 			secs, err := strconv.ParseFloat(val, 64)
 			if err != nil || secs < 0 {
-				return nil, fmt.Errorf("timeout=%s: want seconds", val)
+				return "", nil, fmt.Errorf("timeout=%s: want seconds", val)
 			}
 			opts.Timeout = time.Duration(secs * float64(time.Second))
 			if opts.Timeout == 0 {
@@ -109,6 +116,8 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			}
 		case "suid", "nosuid", "dev", "nodev", "exec", "noexec":
 			opts.MountFlags = append(opts.MountFlags, key)
+		case "driver":
+			driver = val
 		case "passthrough":
 			opts.Passthrough = true
 		case "userxattr":
@@ -121,12 +130,12 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			opts.AllowOther = true
 		case "redirect_dir", "index", "metacopy":
 			if val != "off" && val != "nofollow" && !(key == "redirect_dir" && val == "follow") {
-				return nil, fmt.Errorf("%s=%s is not supported yet", key, val)
+				return "", nil, fmt.Errorf("%s=%s is not supported yet", key, val)
 			}
 		case "uidmapping", "gidmapping":
 			m, err := unionfs.ParseIDMaps(val)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %v", key, err)
+				return "", nil, fmt.Errorf("%s: %v", key, err)
 			}
 			if key == "uidmapping" {
 				opts.UIDMap = m
@@ -139,7 +148,7 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 		case "squash_to_uid", "squash_to_gid":
 			n, err := strconv.ParseUint(val, 10, 32)
 			if err != nil {
-				return nil, fmt.Errorf("%s=%s: want a number", key, val)
+				return "", nil, fmt.Errorf("%s=%s: want a number", key, val)
 			}
 			id := uint32(n)
 			if key == "squash_to_uid" {
@@ -153,5 +162,5 @@ func parseMountOptions(s string, opts *unionfs.Options) (warnings []string, err 
 			}
 		}
 	}
-	return warnings, nil
+	return driver, warnings, nil
 }

@@ -581,9 +581,25 @@ func userXattrs(p string) ([]string, error) {
 
 // View is the merged tree as the generator sees it: every path, sorted.
 type View struct {
-	Paths []string
-	Type  map[string]uint32 // S_IFMT
-	Size  map[string]int64
+	Paths  []string
+	Type   map[string]uint32 // S_IFMT
+	Size   map[string]int64
+	Xattrs map[string][]string // user.* names
+}
+
+// emptyDirs returns the directories with no entry.
+func (v *View) emptyDirs() []string {
+	full := map[string]bool{}
+	for _, p := range v.Paths {
+		full[path.Dir(p)] = true
+	}
+	var out []string
+	for _, p := range v.Paths {
+		if v.Type[p] == unix.S_IFDIR && !full[p] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (v *View) dirs() []string {
@@ -657,12 +673,27 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		o.Name = xattrKeys[rng.IntN(len(xattrKeys))]
 		if kind == "setxattr" {
 			o.Value = "w" + strconv.Itoa(rng.IntN(100))
+		} else if rng.IntN(10) < 7 {
+			// Mostly an xattr that is there.
+			var with []string
+			for _, p := range v.Paths {
+				if len(v.Xattrs[p]) > 0 {
+					with = append(with, p)
+				}
+			}
+			if len(with) > 0 {
+				o.Path = with[rng.IntN(len(with))]
+				o.Name = v.Xattrs[o.Path][rng.IntN(len(v.Xattrs[o.Path]))]
+			}
 		}
 	case "mkdir":
 		o.Path = g.fresh()
 		o.Mode = []uint32{0o755, 0o700, 0o1777}[rng.IntN(3)]
 	case "rmdir":
 		o.Path = g.existing(unix.S_IFDIR, 85)
+		if e := v.emptyDirs(); len(e) > 0 && rng.IntN(2) == 0 {
+			o.Path = e[rng.IntN(len(e))]
+		}
 	case "unlink":
 		o.Path = g.existing(0, 0)
 	case "rename":

@@ -370,7 +370,7 @@ func TestFormats(t *testing.T) {
 		if s.String() != s2.String() {
 			t.Fatalf("seed %d: stack does not read back:\n%s\n---\n%s", seed, s, s2)
 		}
-		v := &View{Paths: []string{"a", "d", "d/x"}, Type: map[string]uint32{"a": 0o100000, "d": 0o40000, "d/x": 0o100000}, Size: map[string]int64{"a": 10}}
+		v := &View{Paths: []string{"a", "d", "d/x"}, Type: map[string]uint32{"a": 0o100000, "d": 0o40000, "d/x": 0o100000}, Size: map[string]int64{"a": 10}, Xattrs: map[string][]string{"a": {"user.a"}}}
 		for i := 0; i < 100; i++ {
 			o := GenOp(rng, v, s)
 			o2, err := ParseOp(o.String())

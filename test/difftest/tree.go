@@ -294,13 +294,20 @@ func unionKeys(a, b Tree) []string {
 // WalkView reads the generator's view of a merged tree: paths, types and
 // sizes only.
 func WalkView(root int) (*View, error) {
-	v := &View{Type: map[string]uint32{}, Size: map[string]int64{}}
+	v := &View{Type: map[string]uint32{}, Size: map[string]int64{}, Xattrs: map[string][]string{}}
 	err := walk(root, "", func(dirfd int, name, p string, st *unix.Stat_t) (bool, error) {
 		typ := st.Mode & unix.S_IFMT
 		if p != "" {
 			v.Paths = append(v.Paths, p)
 			v.Type[p] = typ
 			v.Size[p] = st.Size
+			if typ == unix.S_IFREG || typ == unix.S_IFDIR {
+				xs, _ := userXattrs(procPath(dirfd, name))
+				for _, x := range xs {
+					k, _, _ := strings.Cut(x, "=")
+					v.Xattrs[p] = append(v.Xattrs[p], k)
+				}
+			}
 		}
 		return typ == unix.S_IFDIR, nil
 	})
