@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/layerfs
 
-.PHONY: all build demo test vet deps clean install
+.PHONY: all build demo test e2e vet deps clean install
 PREFIX ?= /usr/local
 
 all: build
@@ -31,6 +31,10 @@ vet:
 # The test suite mounts real filesystems: run it as root with /dev/fuse.
 test: deps vet
 	$(GO) test -race -count=1 ./...
+
+# podman as a real client (root; installs podman, runc, busybox-static).
+e2e: build
+	test/e2e/podman.sh $(BIN)
 
 # mount -t fuse.layerfs and /etc/fstab need layerfs in mount(8)'s PATH.
 install: build
