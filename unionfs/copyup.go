@@ -43,13 +43,27 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		SkipXattr: whiteout.IsPrivateXattr,
 		KeepOwner: n.u.chownNew,
 	}
-	if origin := encodeOrigin(src.Dir, src.Name); origin != nil {
+	// One name of a lower hard link becomes a file of its own: like
+	// kernel overlay without index, it then reports its own inode
+	// number, so the names still in the lower layer do not seem to be
+	// links of it (tar and rsync would take them for one file).
+	var sst unix.Stat_t
+	hardlinked := !n.dir && unix.Fstatat(src.Dir, src.Name, &sst, unix.AT_SYMLINK_NOFOLLOW) == nil && sst.Nlink > 1
+	if origin := encodeOrigin(src.Dir, src.Name); origin != nil && !hardlinked {
 		opt.SetXattrs = map[string][]byte{n.u.ns.Name("origin"): origin}
 	}
+	// A copy-up is no change the user made: the upper parent keeps its
+	// times, as with kernel overlay.
+	var pst unix.Stat_t
+	keepTimes := unix.Fstat(dst.Dir, &pst) == nil
 	// A whiteout form in the upper dir cannot exist for a name that is
 	// shown from a lower layer, so the destination is free.
 	if _, err := copyup.Entry(src, dst, n.u.work, opt); err != nil {
 		return fs.ToErrno(err)
+	}
+	n.u.markImpure(dst.Dir)
+	if keepTimes {
+		unix.UtimesNanoAt(unix.AT_FDCWD, procPath(dst.Dir, ""), []unix.Timespec{pst.Atim, pst.Mtim}, 0)
 	}
 	if n.dir {
 		fd, err := unix.Openat(dst.Dir, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -62,5 +76,25 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		n.layer.Store(upperLayer)
 	}
 	n.copyups.Add(1)
+	if hardlinked {
+		// The kernel learns the new identity at its next lookup. Not
+		// from inside this request: the kernel may hold the directory.
+		go p.NotifyEntry(name)
+	}
 	return 0
+}
+
+// markImpure records on an upper directory that it holds entries copied
+// up (or moved in) whose inode numbers come from elsewhere, as the kernel
+// does, so readdir knows where to look for origins.
+func (u *union) markImpure(dirfd int) {
+	if !u.isImpure(dirfd) {
+		unix.Setxattr(procPath(dirfd, ""), u.ns.Name("impure"), []byte("y"), 0)
+	}
+}
+
+func (u *union) isImpure(dirfd int) bool {
+	var b [1]byte
+	_, err := unix.Getxattr(procPath(dirfd, ""), u.ns.Name("impure"), b[:])
+	return err == nil
 }

@@ -95,6 +95,9 @@ func (u *union) readMerged(dirs []layerDir) ([]fuse.DirEntry, syscall.Errno) {
 		if err != nil {
 			return nil, fs.ToErrno(err)
 		}
+		// Only an impure upper directory holds copied-up entries whose
+		// inode number comes from their origin.
+		impure := ld.layer == upperLayer && u.samefs && u.isImpure(ld.fd)
 		var hides []string
 		for _, e := range ents {
 			if e.name == "." || e.name == ".." {
@@ -121,7 +124,13 @@ func (u *union) readMerged(dirs []layerDir) ([]fuse.DirEntry, syscall.Errno) {
 				}
 				e.typ = uint8(x.Mode>>12) & 0xf
 			}
-			out = append(out, fuse.DirEntry{Name: e.name, Mode: dtToMode(e.typ), Ino: u.ino(ld.layer, e.ino)})
+			ino := e.ino
+			if impure {
+				if o, ok := u.originIno(ld.fd, e.name); ok {
+					ino = o // d_ino equals st_ino of a copied-up entry
+				}
+			}
+			out = append(out, fuse.DirEntry{Name: e.name, Mode: dtToMode(e.typ), Ino: u.ino(ld.layer, ino)})
 		}
 		// A ".wh.NAME" hides NAME in the layers below, not its own.
 		for _, h := range hides {
@@ -312,14 +321,28 @@ func (d *node) own(ctx context.Context, up, dir int, name string, isDir bool) {
 	if setgid {
 		gid = int(st.Gid)
 	}
-	fchownat(dir, name, uid, gid)
-	if setgid && isDir && dir != up {
-		// Built in the work dir: inherit the setgid bit by hand.
-		var cur unix.Stat_t
-		if unix.Fstatat(dir, name, &cur, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			unix.Fchmodat(dir, name, cur.Mode&07777|unix.S_ISGID, 0)
-		}
+	var before unix.Stat_t
+	if err := statAt(dir, name, &before); err != nil {
+		return
 	}
+	fchownat(dir, name, uid, gid)
+	mode := before.Mode & 07777
+	if setgid && isDir && dir != up {
+		mode |= unix.S_ISGID // built in the work dir: inherit by hand
+	}
+	// chown clears setuid/setgid of a file; the creator asked for them.
+	kind := before.Mode & unix.S_IFMT
+	if kind != unix.S_IFLNK && (mode&(unix.S_ISUID|unix.S_ISGID) != 0) {
+		unix.Fchmodat(unix.AT_FDCWD, procPath(dir, name), mode, 0)
+	}
+}
+
+// statAt stats dir/name, or dir itself for name "", without following.
+func statAt(dir int, name string, st *unix.Stat_t) error {
+	if name == "" {
+		return unix.Fstat(dir, st)
+	}
+	return unix.Fstatat(dir, name, st, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // newEntry looks up an entry just made in the upper layer.
@@ -504,11 +527,7 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	}
 	d.u.renameMu.RLock()
 	defer d.u.renameMu.RUnlock()
-	if errno := d.copyUp(ctx, false); errno != 0 {
-		return errno
-	}
-	victim, unlock := d.lockChild(name)
-	defer unlock()
+	// Check before copying anything up: a refused removal changes nothing.
 	f, errno := d.find(name)
 	if errno != 0 {
 		return errno
@@ -529,7 +548,15 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 			return syscall.ENOTEMPTY
 		}
 	}
+	if errno := d.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	victim, unlock := d.lockChild(name)
+	defer unlock()
 	if victim != nil {
+		if victim.inUpper() {
+			f.layer = upperLayer // copied up since we looked
+		}
 		victim.keepForOpeners()
 	}
 	up := d.fdOf(upperLayer)
@@ -549,6 +576,30 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		return fs.ToErrno(err)
 	}
 	return fs.ToErrno(copyup.RemoveAll(d.u.work, tmp))
+}
+
+// merged reports whether a directory merges an upper and a lower copy.
+func (n *node) merged() bool { return len(n.layerDirs()) > 1 }
+
+// opaque reports whether a directory's upper copy is marked opaque.
+func (n *node) opaque() bool {
+	d := n.layerDirs()
+	return len(d) > 0 && d[0].layer == upperLayer && d[0].opq.Opaque
+}
+
+// markOpaque marks a directory's upper copy opaque and remembers it.
+func (n *node) markOpaque() error {
+	d := n.layerDirs()
+	if len(d) == 0 || d[0].layer != upperLayer {
+		return syscall.EIO
+	}
+	if err := whiteout.MakeOpaque(d[0].fd, n.u.ns); err != nil {
+		return err
+	}
+	nd := append([]layerDir{}, d...)
+	nd[0].opq.Opaque = true
+	n.dirs.Store(&nd)
+	return nil
 }
 
 // pureUpper reports whether a directory lives in the upper layer only, so
@@ -605,23 +656,24 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if t == s {
 			return 0 // two names of one file: nothing to do
 		}
-		if t.dir {
-			if !s.dir {
-				return syscall.EISDIR
-			}
-			ents, errno := u.readMerged(t.layerDirs())
-			if errno != 0 {
-				return errno
-			}
-			if len(ents) > 0 {
-				return syscall.ENOTEMPTY
-			}
-		} else if s.dir {
+		if t.dir && !s.dir {
+			return syscall.EISDIR
+		}
+		if !t.dir && s.dir {
 			return syscall.ENOTDIR
 		}
 	}
 	if s.dir && !s.pureUpper() {
 		return syscall.EXDEV // the kernel's answer; redirects lift it later
+	}
+	if t != nil && t.dir {
+		ents, errno := u.readMerged(t.layerDirs())
+		if errno != 0 {
+			return errno
+		}
+		if len(ents) > 0 {
+			return syscall.ENOTEMPTY
+		}
 	}
 	if t != nil {
 		t.keepForOpeners()
@@ -633,6 +685,9 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return errno
 	}
 	up, nup := d.fdOf(upperLayer), nd.fdOf(upperLayer)
+	if nd != d {
+		u.markImpure(nup)
+	}
 	srcNeedsWhiteout := d.lowerHas(name)
 	dstHasLower := nd.lowerHas(newName)
 
@@ -645,8 +700,10 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 		defer copyup.RemoveAll(u.work, tmp)
 	}
-	if s.dir && dstHasLower {
-		if err := whiteout.MakeOpaque(s.fdOf(upperLayer), u.ns); err != nil {
+	if s.dir && (dstHasLower || nd.merged()) && !s.opaque() {
+		// As the kernel: a directory moved into a merged directory is
+		// made opaque, so it never merges with a lower one of its name.
+		if err := s.markOpaque(); err != nil {
 			return fs.ToErrno(err)
 		}
 	}
@@ -697,11 +754,11 @@ func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName s
 	if err := unix.Renameat2(d.fdOf(upperLayer), name, nd.fdOf(upperLayer), newName, unix.RENAME_EXCHANGE); err != nil {
 		return fs.ToErrno(err)
 	}
-	if s.dir && nd.lowerHas(newName) {
-		whiteout.MakeOpaque(s.fdOf(upperLayer), d.u.ns)
+	if s.dir && (nd.lowerHas(newName) || nd.merged()) && !s.opaque() {
+		s.markOpaque()
 	}
-	if t.dir && d.lowerHas(name) {
-		whiteout.MakeOpaque(t.fdOf(upperLayer), d.u.ns)
+	if t.dir && (d.lowerHas(name) || d.merged()) && !t.opaque() {
+		t.markOpaque()
 	}
 	return 0
 }

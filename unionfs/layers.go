@@ -3,6 +3,7 @@ package unionfs
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"sync"
 	"time"
@@ -41,6 +42,11 @@ type union struct {
 	ids *idMapper
 	// chownNew: new entries get the caller's ids (server may chown).
 	chownNew bool
+
+	// epochs holds, per reported inode number, a count mixed into the
+	// generation of entries that must come back as a new kernel inode
+	// (see node.Open with passthrough).
+	epochs sync.Map // uint64 -> uint64
 
 	// renameMu orders renames against every operation that resolves a
 	// node's (parent, name): see doc.go.
@@ -251,6 +257,50 @@ func decodeOriginIno(b []byte) (uint64, bool) {
 		return binary.LittleEndian.Uint64(fid), true
 	}
 	return 0, false
+}
+
+// identity returns the inode number and generation an entry is known by
+// (go-fuse keys nodes on both): those of the lower file it was copied from
+// when it has an origin record, else its own. The generation hashes the
+// file handle (inode number and i_generation), so a copy-up keeps the
+// identity, across remounts too, while a reused inode number is a new one.
+func (u *union) identity(layer, dirfd int, name string, st *unix.Statx_t) (ino, gen uint64) {
+	ino, gen = u.baseIdentity(layer, dirfd, name, st)
+	if e, ok := u.epochs.Load(ino); ok {
+		gen ^= e.(uint64) * 0x9e3779b97f4a7c15
+	}
+	return ino, gen
+}
+
+// supersede makes the next lookup of inode number ino a new kernel inode.
+func (u *union) supersede(ino uint64) {
+	for {
+		old, loaded := u.epochs.LoadOrStore(ino, uint64(1))
+		if !loaded || u.epochs.CompareAndSwap(ino, old, old.(uint64)+1) {
+			return
+		}
+	}
+}
+
+func (u *union) baseIdentity(layer, dirfd int, name string, st *unix.Statx_t) (ino, gen uint64) {
+	ino = st.Ino
+	h := fnv.New64a()
+	if layer == upperLayer {
+		if v, err := copyup.GetXattr(procPath(dirfd, name), u.ns.Name("origin")); err == nil && len(v) > 21 && v[1] == 0xfb {
+			if o, ok := decodeOriginIno(v); ok && u.samefs {
+				ino = o
+			}
+			h.Write(v[4:5])
+			h.Write(v[21:])
+			return u.ino(layer, ino), h.Sum64() | 1
+		}
+	}
+	if fh, _, err := unix.NameToHandleAt(dirfd, name, 0); err == nil {
+		h.Write([]byte{byte(fh.Type())})
+		h.Write(fh.Bytes())
+		return u.ino(layer, ino), h.Sum64() | 1
+	}
+	return u.ino(layer, ino), uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
 }
 
 // originIno reads the origin record of an upper entry.

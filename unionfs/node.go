@@ -256,16 +256,7 @@ func (d *node) lowerHas(name string) bool {
 // newChild makes (or finds) the node for a found entry and fills attr.
 func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.Attr) *fs.Inode {
 	ch := &node{u: d.u, dir: f.dirs != nil}
-	ino := f.st.Ino
-	if f.layer == upperLayer && d.u.samefs {
-		if fd := d.fdOf(upperLayer); fd >= 0 {
-			if o, ok := d.u.originIno(fd, name); ok {
-				ino = o
-			}
-		}
-	}
-	ino = d.u.ino(f.layer, ino)
-	gen := uint64(f.st.Btime.Sec)*1e9 + uint64(f.st.Btime.Nsec)
+	ino, gen := d.u.identity(f.layer, d.fdOf(f.layer), name, &f.st)
 	if !ch.dir && f.layer != upperLayer && f.st.Nlink > 1 {
 		// Lower hard links are separate entries until copy-up (as in
 		// kernel overlay without index): keep their nodes apart.
@@ -517,9 +508,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if write && n.lowerPT.Load() > 0 {
 		// The kernel binds one backing file to an inode, and readers
 		// still use the lower file through this one. ESTALE makes the
-		// kernel look the name up again; the copy-up gave the entry a
-		// new identity (its upper copy's birth time), so the writer
-		// gets a new inode backed by the upper file.
+		// kernel look the name up again, and the entry comes back with
+		// a new generation: the writer gets a new inode backed by the
+		// upper file, the readers keep theirs.
+		n.u.supersede(n.StableAttr().Ino)
 		n.mu.Unlock()
 		return nil, 0, syscall.ESTALE
 	}

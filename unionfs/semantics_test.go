@@ -285,3 +285,62 @@ func TestVolatileMarker(t *testing.T) {
 	assert.ErrorContains(t, err, "volatile")
 	assert.True(t, IsConfigError(err))
 }
+
+// direntInos lists name -> d_ino of a directory through getdents.
+func direntInos(t *testing.T, dir string) map[string]uint64 {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	ents, err := readDirents(fd)
+	must(t, err)
+	out := map[string]uint64{}
+	for _, e := range ents {
+		out[e.name] = e.ino
+	}
+	return out
+}
+
+// readdir's d_ino equals st_ino, also for copied-up and moved entries.
+func TestDirentInoMatchesStat(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		put(t, l[0], "d/f", "f")
+		put(t, l[0], "d/g", "g")
+		put(t, l[0], "e/.keep", "")
+	})
+	must(t, os.WriteFile(tu.m("d/f"), []byte("changed"), 0o644))
+	must(t, os.Rename(tu.m("d/g"), tu.m("e/g")))
+	tu.unmount(t)
+	tu.mount(t) // fresh kernel caches: the listing comes from layerfs
+	for _, dir := range []string{"d", "e"} {
+		for name, dino := range direntInos(t, tu.m(dir)) {
+			if name == "." || name == ".." {
+				continue
+			}
+			assert.Equal(t, ino(t, tu.m(dir+"/"+name)), dino, "%s/%s", dir, name)
+		}
+	}
+	assert.Equal(t, ino(t, filepath.Join(tu.lowers[0], "d/g")), ino(t, tu.m("e/g")))
+}
+
+// A copied-up name of a lower hard link no longer shares its inode number
+// with the names still in the lower layer (kernel overlay, index=off).
+func TestLowerHardLinkCopyUpIdentity(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		put(t, l[0], "a", "shared")
+		must(t, os.Link(filepath.Join(l[0], "a"), filepath.Join(l[0], "b")))
+	})
+	assert.Equal(t, ino(t, tu.m("a")), ino(t, tu.m("b")))
+	must(t, os.WriteFile(tu.m("a"), []byte("mine"), 0o644))
+	assert.Equal(t, "shared", readFile(t, tu.m("b")))
+	var ia uint64
+	for i := 0; i < 100; i++ { // the kernel re-looks up after the notify
+		if ia = ino(t, tu.m("a")); ia != ino(t, tu.m("b")) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.NotEqual(t, ia, ino(t, tu.m("b")))
+	assert.Equal(t, ino(t, filepath.Join(tu.upper, "a")), ia)
+	assert.Equal(t, "mine", readFile(t, tu.m("a")))
+}
