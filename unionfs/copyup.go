@@ -70,6 +70,7 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		if err != nil {
 			return fs.ToErrno(err)
 		}
+		n.u.hold(fd)
 		dirs := append([]layerDir{{layer: upperLayer, fd: fd}}, n.layerDirs()...)
 		n.dirs.Store(&dirs)
 	} else {

@@ -238,8 +238,15 @@ func (d *node) checkNewName(name string) syscall.Errno {
 	if whiteout.IsMarkerName(name) {
 		return syscall.EINVAL // would read back as a whiteout or marker
 	}
+	if len(name) > maxNameLen {
+		return syscall.ENAMETOOLONG // no room left for its ".wh." whiteout
+	}
 	return 0
 }
+
+// maxNameLen is the longest name a new entry may have: statfs reports it,
+// so that a ".wh.NAME" whiteout for it always fits.
+const maxNameLen = 255 - len(whiteout.Prefix)
 
 // place creates a new entry name in d's upper directory with mk, replacing
 // a whiteout there atomically: the entry is built in the work dir and
@@ -438,6 +445,7 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, fs.ToErrno(err)
 	}
 	ch := &node{u: d.u}
+	d.u.hold(keep)
 	ch.anon.Store(int32(keep))
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: unix.S_IFREG, Ino: d.u.ino(upperLayer, x.Ino), Gen: uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)})
 	d.u.fillAttr(&out.Attr, &x, false)
@@ -532,7 +540,7 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	if errno != 0 {
 		return errno
 	}
-	defer f.closeDirs()
+	defer d.u.closeDirs(&f)
 	if isDir != (f.dirs != nil) {
 		if isDir {
 			return syscall.ENOTDIR
@@ -619,6 +627,9 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if whiteout.IsMarkerName(newName) {
 		return syscall.EINVAL
 	}
+	if len(newName) > maxNameLen {
+		return syscall.ENAMETOOLONG
+	}
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 || flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE {
 		return syscall.EINVAL
 	}
@@ -636,7 +647,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	var t *node
 	if tf, errno := nd.find(newName); errno == 0 {
-		tf.closeDirs()
+		u.closeDirs(&tf)
 		if t, errno = nd.child(ctx, newName); errno != 0 {
 			return errno
 		}

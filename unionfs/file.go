@@ -136,9 +136,15 @@ func (f *ptFile) Release(ctx context.Context) syscall.Errno {
 
 // handle wraps a handle of an upper file for the mount's I/O mode: with
 // passthrough every handle of an inode must offer its backing file.
+//
+// Without passthrough the mount runs in no-open mode, where the kernel
+// never sends RELEASE, not even for files made by CREATE: a handle would
+// leak its descriptor (and the space of a deleted file). So create hands
+// out none, and I/O goes through the node like for every other file.
 func (u *union) handle(f *file) fs.FileHandle {
 	if u.passthrough {
 		return &ptFile{file: f}
 	}
-	return f
+	unix.Close(f.fd)
+	return nil
 }

@@ -161,6 +161,7 @@ func (n *node) keepForOpeners() {
 		fd, errno = n.openTop(unix.O_PATH)
 	}
 	if errno == 0 {
+		n.u.hold(fd)
 		n.anon.Store(int32(fd))
 	}
 }

@@ -48,6 +48,12 @@ type union struct {
 	// (see node.Open with passthrough).
 	epochs sync.Map // uint64 -> uint64
 
+	// held are the descriptors nodes keep (directory fds, fds of
+	// nameless files), closed at the end even for nodes the kernel never
+	// forgot, so the layers are released when the server ends.
+	heldMu sync.Mutex
+	held   map[int]struct{}
+
 	// renameMu orders renames against every operation that resolves a
 	// node's (parent, name): see doc.go.
 	renameMu sync.RWMutex
@@ -198,7 +204,34 @@ func (u *union) endVolatile() {
 	}
 }
 
+// hold registers a descriptor a node keeps.
+func (u *union) hold(fd int) {
+	u.heldMu.Lock()
+	if u.held == nil {
+		u.held = map[int]struct{}{}
+	}
+	u.held[fd] = struct{}{}
+	u.heldMu.Unlock()
+}
+
+// release closes a held descriptor, once: after close() it is a no-op.
+func (u *union) release(fd int) {
+	u.heldMu.Lock()
+	_, ok := u.held[fd]
+	delete(u.held, fd)
+	u.heldMu.Unlock()
+	if ok {
+		unix.Close(fd)
+	}
+}
+
 func (u *union) close() {
+	u.heldMu.Lock()
+	for fd := range u.held {
+		unix.Close(fd)
+	}
+	u.held = nil
+	u.heldMu.Unlock()
 	for _, fd := range u.roots {
 		if fd >= 0 {
 			unix.Close(fd)

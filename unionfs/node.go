@@ -130,12 +130,12 @@ func (n *node) loc() (int, string, syscall.Errno) {
 
 func (n *node) OnForget() {
 	if fd := n.anonFd(); fd >= 0 {
-		unix.Close(fd)
 		n.anon.Store(0)
+		n.u.release(fd)
 	}
 	if n.dir && !n.IsRoot() { // the root's fds belong to the union
 		for _, ld := range n.layerDirs() {
-			unix.Close(ld.fd)
+			n.u.release(ld.fd)
 		}
 		n.dirs.Store(nil)
 	}
@@ -148,9 +148,9 @@ type found struct {
 	dirs  []layerDir // directories: every merging layer, fds open
 }
 
-func (f *found) closeDirs() {
+func (u *union) closeDirs(f *found) {
 	for _, ld := range f.dirs {
-		unix.Close(ld.fd)
+		u.release(ld.fd)
 	}
 	f.dirs = nil
 }
@@ -195,7 +195,7 @@ func (d *node) find(name string) (found, syscall.Errno) {
 			continue
 		}
 		if err != nil {
-			f.closeDirs()
+			d.u.closeDirs(&f)
 			return f, fs.ToErrno(err)
 		}
 		if isWhiteout(ld, name, &x) {
@@ -218,6 +218,7 @@ func (d *node) find(name string) (found, syscall.Errno) {
 			}
 			break
 		}
+		d.u.hold(fd)
 		opq := whiteout.ReadOpacity(fd)
 		f.dirs = append(f.dirs, layerDir{ld.layer, fd, opq})
 		if opq.Opaque {
@@ -272,7 +273,7 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	}
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: uint32(f.st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen})
 	if in.Operations() != fs.InodeEmbedder(ch) {
-		f.closeDirs() // an existing node won
+		d.u.closeDirs(&f) // an existing node won
 	}
 	d.u.fillAttr(attr, &f.st, len(f.dirs) > 1)
 	attr.Ino = ino

@@ -57,7 +57,7 @@ var ignored = map[string]bool{
 	"diratime": true, "lazytime": true, "max_write": true, "context": true, "fscontext": true,
 	"defcontext": true, "rootcontext": true, "uuid": true, "auto": true,
 	"noauto": true, "user": true, "nouser": true, "users": true, "_netdev": true, "nofail": true,
-	"sync": true, "async": true, "xattr_permissions": true,
+	"sync": true, "async": true,
 }
 
 // parseMountOptions applies one -o string (fuse-overlayfs syntax) to opts.
@@ -131,6 +131,10 @@ func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, wa
 		case "redirect_dir", "index", "metacopy":
 			if val != "off" && val != "nofollow" && !(key == "redirect_dir" && val == "follow") {
 				return "", nil, fmt.Errorf("%s=%s is not supported yet", key, val)
+			}
+		case "xattr_permissions":
+			if val != "0" {
+				warnings = append(warnings, "xattr_permissions="+val+" is not supported: modes and owners are stored in the files themselves")
 			}
 		case "uidmapping", "gidmapping":
 			m, err := unionfs.ParseIDMaps(val)
