@@ -43,10 +43,13 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		SkipXattr: whiteout.IsPrivateXattr,
 		KeepOwner: n.u.chownNew,
 	}
-	// One name of a lower hard link becomes a file of its own: like
-	// kernel overlay without index, it then reports its own inode
-	// number, so the names still in the lower layer do not seem to be
-	// links of it (tar and rsync would take them for one file).
+	// The origin record keeps st_ino (and readdir's d_ino) the lower
+	// file's, across remounts. Not for one name of a lower hard link:
+	// the copies of its several names would all claim one identity. It
+	// is a file of its own and, after a remount, reports its own inode
+	// number as with kernel overlay without index; within the mount its
+	// node keeps the number it had, because a new kernel inode would
+	// split the page cache between the names and files already open.
 	var sst unix.Stat_t
 	hardlinked := !n.dir && unix.Fstatat(src.Dir, src.Name, &sst, unix.AT_SYMLINK_NOFOLLOW) == nil && sst.Nlink > 1
 	if origin := encodeOrigin(src.Dir, src.Name); origin != nil && !hardlinked {
@@ -77,11 +80,6 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		n.layer.Store(upperLayer)
 	}
 	n.copyups.Add(1)
-	if hardlinked {
-		// The kernel learns the new identity at its next lookup. Not
-		// from inside this request: the kernel may hold the directory.
-		go p.NotifyEntry(name)
-	}
 	return 0
 }
 

@@ -88,6 +88,12 @@ func dtToMode(t uint8) uint32 {
 // then each lower's new names; whiteouts and markers hide names and are
 // never listed.
 func (u *union) readMerged(dirs []layerDir) ([]fuse.DirEntry, syscall.Errno) {
+	return u.readMergedIno(dirs, nil)
+}
+
+// readMergedIno is readMerged where known gives the inode number of
+// entries that have a node already, so d_ino equals what stat reports.
+func (u *union) readMergedIno(dirs []layerDir, known func(name string) (uint64, bool)) ([]fuse.DirEntry, syscall.Errno) {
 	seen := map[string]struct{}{}
 	var out []fuse.DirEntry
 	for _, ld := range dirs {
@@ -125,6 +131,12 @@ func (u *union) readMerged(dirs []layerDir) ([]fuse.DirEntry, syscall.Errno) {
 				e.typ = uint8(x.Mode>>12) & 0xf
 			}
 			ino := e.ino
+			if known != nil {
+				if k, ok := known(e.name); ok {
+					out = append(out, fuse.DirEntry{Name: e.name, Mode: dtToMode(e.typ), Ino: k})
+					continue
+				}
+			}
 			if impure {
 				if o, ok := u.originIno(ld.fd, e.name); ok {
 					ino = o // d_ino equals st_ino of a copied-up entry
@@ -179,7 +191,12 @@ var _ fs.NodeOpendirHandler = (*node)(nil)
 func (d *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	d.u.renameMu.RLock()
 	defer d.u.renameMu.RUnlock()
-	ents, errno := d.u.readMerged(d.layerDirs())
+	ents, errno := d.u.readMergedIno(d.layerDirs(), func(name string) (uint64, bool) {
+		if ch := d.GetChild(name); ch != nil {
+			return ch.StableAttr().Ino, true
+		}
+		return 0, false
+	})
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -764,6 +781,10 @@ func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName s
 	}
 	if err := unix.Renameat2(d.fdOf(upperLayer), name, nd.fdOf(upperLayer), newName, unix.RENAME_EXCHANGE); err != nil {
 		return fs.ToErrno(err)
+	}
+	if nd != d {
+		d.u.markImpure(d.fdOf(upperLayer))
+		d.u.markImpure(nd.fdOf(upperLayer))
 	}
 	if s.dir && (nd.lowerHas(newName) || nd.merged()) && !s.opaque() {
 		s.markOpaque()

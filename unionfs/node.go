@@ -42,6 +42,8 @@ type node struct {
 	copyups atomic.Uint64
 	// lowerPT counts open passthrough handles backed by a lower file.
 	lowerPT atomic.Int32
+	// superseded: the entry must come back as a new node (passthrough).
+	superseded atomic.Bool
 	// anon is an fd of an O_TMPFILE file that has no name yet, else -1
 	// (0 in a zero node means "none" too: real values are >= 3).
 	anon atomic.Int32
@@ -256,6 +258,18 @@ func (d *node) lowerHas(name string) bool {
 
 // newChild makes (or finds) the node for a found entry and fills attr.
 func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.Attr) *fs.Inode {
+	// The node the kernel already has for this name stays the node of
+	// the entry: a copy-up changes where an entry lives, never which
+	// node it is (a lower hard link's copy, say, has a new identity on
+	// disk, but its node keeps the kernel's page cache).
+	if in := d.GetChild(name); in != nil {
+		if old := in.Operations().(*node); old.dir == (f.dirs != nil) && (old.dir || old.topLayer() == f.layer) && !old.superseded.Load() {
+			d.u.closeDirs(&f)
+			d.u.fillAttr(attr, &f.st, old.dir && old.merged())
+			attr.Ino = in.StableAttr().Ino
+			return in
+		}
+	}
 	ch := &node{u: d.u, dir: f.dirs != nil}
 	ino, gen := d.u.identity(f.layer, d.fdOf(f.layer), name, &f.st)
 	if !ch.dir && f.layer != upperLayer && f.st.Nlink > 1 {
@@ -513,6 +527,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		// a new generation: the writer gets a new inode backed by the
 		// upper file, the readers keep theirs.
 		n.u.supersede(n.StableAttr().Ino)
+		n.superseded.Store(true)
 		n.mu.Unlock()
 		return nil, 0, syscall.ESTALE
 	}

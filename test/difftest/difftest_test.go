@@ -1,14 +1,17 @@
 package difftest
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +29,36 @@ var (
 	flagStrict    = flag.Bool("strict", false, "regression cases of open bugs fail instead of skip")
 	flagLinks     = flag.Bool("links", true, "generate hard links (lower layers and link ops)")
 	flagBugSkips  = flag.Bool("bugskips", true, "apply the temporary BUG- entries of KnownDiffs")
+	flagFdLeaks   = flag.Bool("fdleaks", true, "fail when layerfs leaves descriptors open after unmount")
+	flagSelfCheck = flag.Bool("selfcheck", false, "mount kernel overlay on both sides: checks the tester itself (must find nothing)")
 )
+
+// TestMain runs the tests in a private mount namespace of their own (as
+// root): the mounts they make are invisible to other processes, so that a
+// mount namespace made meanwhile by someone else cannot copy and pin them,
+// and they all vanish with the process, even when it is killed.
+func TestMain(m *testing.M) {
+	if os.Getenv("DIFFTEST_NS") == "" && os.Geteuid() == 0 {
+		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Env = append(os.Environ(), "DIFFTEST_NS=1")
+		// Go marks / MS_REC|MS_PRIVATE after unsharing CLONE_NEWNS.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+		err := cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			os.Exit(0)
+		case errors.As(err, &ee):
+			if ee.ExitCode() < 0 {
+				os.Exit(2) // killed by a signal
+			}
+			os.Exit(ee.ExitCode())
+		}
+		fmt.Fprintf(os.Stderr, "difftest: no private mount namespace (%v); running in this one\n", err)
+	}
+	os.Exit(m.Run())
+}
 
 // requireEnv fails in CI and skips elsewhere when the machine cannot run
 // the tester: it needs root, /dev/fuse and kernel overlayfs.
@@ -70,8 +102,8 @@ func seqRng(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6c6179
 
 func TestDifferential(t *testing.T) {
 	requireEnv(t)
-	Hardlinks = *flagLinks
-	defer func() { Hardlinks = true }()
+	Hardlinks, SelfCheck = *flagLinks, *flagSelfCheck
+	defer func() { Hardlinks, SelfCheck = true, false }()
 	seed := *flagSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano() % 1e9)
@@ -85,6 +117,7 @@ func TestDifferential(t *testing.T) {
 		seed    uint64
 		ops     int
 		stopped string
+		leaked  int
 		div     *Divergence
 		err     error
 	}
@@ -99,7 +132,7 @@ func TestDifferential(t *testing.T) {
 				rng := seqRng(s)
 				r := &Run{Dir: filepath.Join(scratch, fmt.Sprint(s)), Seed: s, Stack: GenStack(rng), N: *flagOps, Rng: rng, NoBugSkips: !*flagBugSkips}
 				div, err := r.Execute()
-				results <- outcome{s, len(r.Applied), r.Stopped, div, err}
+				results <- outcome{s, len(r.Applied), r.Stopped, r.LeakedFds, div, err}
 			}
 		}()
 	}
@@ -114,6 +147,9 @@ func TestDifferential(t *testing.T) {
 
 	var (
 		nOps, nSeq int
+		nLeaky     int
+		nLeaked    int
+		leakSeed   uint64
 		stopped    = map[string]int{}
 		bySig      = map[string][]*Divergence{}
 		errs       []string
@@ -123,6 +159,13 @@ func TestDifferential(t *testing.T) {
 		nOps += o.ops
 		if o.stopped != "" {
 			stopped[o.stopped]++
+		}
+		if o.leaked > 0 {
+			if nLeaky == 0 || o.seed < leakSeed {
+				leakSeed = o.seed
+			}
+			nLeaky++
+			nLeaked += o.leaked
 		}
 		if o.err != nil {
 			errs = append(errs, fmt.Sprintf("seed %d: %v", o.seed, o.err))
@@ -140,6 +183,14 @@ func TestDifferential(t *testing.T) {
 		nSeq, nOps, elapsed.Round(time.Millisecond), nDiv, len(bySig), stopped)
 	for _, e := range errs {
 		t.Errorf("tester error: %s", e)
+	}
+	if nLeaky > 0 {
+		msg := fmt.Sprintf("layerfs left %d descriptors into its layers open after unmount, in %d of %d sequences (e.g. seed %d)", nLeaked, nLeaky, nSeq, leakSeed)
+		if *flagFdLeaks {
+			t.Error(msg)
+		} else {
+			t.Log(msg)
+		}
 	}
 
 	sigs := make([]string, 0, len(bySig))

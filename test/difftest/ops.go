@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -46,7 +47,7 @@ var opKinds = []struct {
 	{"removexattr", 3}, {"mkdir", 6}, {"rmdir", 5}, {"unlink", 7},
 	{"rename", 12}, {"link", 4}, {"symlink", 3}, {"mkfifo", 2},
 	{"rocopyup", 4}, {"stat", 3}, {"readdir", 3}, {"read", 3},
-	{"getxattr", 2},
+	{"getxattr", 2}, {"dropcaches", 1},
 }
 
 // String is the readable, parseable form of an op.
@@ -293,6 +294,12 @@ func Apply(root int, o Op) Result {
 }
 
 func apply(root int, o Op) (string, error) {
+	if o.Kind == "dropcaches" {
+		// Evict unused dentries and inodes everywhere: the next ops look
+		// everything up afresh (FUSE FORGET, then LOOKUP). Global, so the
+		// kernel side's call serves both mounts.
+		return "", os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+	}
 	pfd, base, err := openParent(root, o.Path)
 	if err != nil {
 		return "", err
@@ -717,6 +724,8 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		o.Path = g.existingAny(true)
 	case "read":
 		o.Path = g.existing(unix.S_IFREG, 90)
+	case "dropcaches":
+		o.Path = "."
 	case "readdir":
 		o.Path = g.existing(unix.S_IFDIR, 90)
 		if rng.IntN(5) == 0 {

@@ -11,7 +11,9 @@ import (
 
 // regressions replays fixed cases found by TestDifferential. A case gives
 // its stack as text (or, when stack is empty, the stack generated from
-// seed) and its ops as text, one a line. open marks a bug not fixed yet:
+// seed) and its ops as text, one a line. fixed says what a case found
+// once the bug is fixed; such a case must not diverge. open marks a bug
+// not fixed yet:
 // the case then skips while it still diverges (fails with -strict), and
 // says so once it passes, so the mark can be removed. unskip names the
 // temporary "BUG-" entry of KnownDiffs that would hide the case; it is
@@ -20,16 +22,16 @@ import (
 var regressions = []struct {
 	name   string
 	seed   uint64
-	open   string
+	open   string // the open bug, while it is not fixed
+	fixed  string // what the case found, once fixed
 	unskip string
 	stack  string
 	ops    string
 }{
 	{
-		name:   "create-drops-suid",
-		seed:   229,
-		open:   "BUG: create with S_ISUID/S_ISGID loses the bits (node.own chowns after creating)",
-		unskip: "BUG-create-drops-suid",
+		name:  "create-drops-suid",
+		seed:  229,
+		fixed: "create with S_ISUID/S_ISGID loses the bits (node.own chowns after creating)",
 		stack: `
 layers=2
 `,
@@ -41,7 +43,7 @@ stat c
 	{
 		name:   "readdir-d_ino",
 		seed:   3,
-		open:   "BUG: readdir d_ino of a copied-up entry is the upper inode, st_ino the origin's",
+		fixed:  "readdir d_ino of a copied-up entry is the upper inode, st_ino the origin's",
 		unskip: "BUG-readdir-d_ino",
 		stack: `
 layers=2
@@ -57,7 +59,7 @@ readdir .
 	{
 		name:   "hardlink-copyup-keeps-origin-ino",
 		seed:   1,
-		open:   "BUG: copy-up of one name of a lower hard link keeps the origin st_ino: two files, one st_ino",
+		open:   "BUG (intermittent): copy-up of one name of a lower hard link: the node made while it was lower keeps reporting the lower st_ino, shared with the other name",
 		unskip: "BUG-hardlink-origin-ino",
 		stack: `
 layers=4
@@ -69,9 +71,10 @@ utimes g time=978321207
 `,
 	},
 	{
-		name: "hardlink-copies-share-node",
-		seed: 100,
-		open: "BUG: two copied-up names of a lower hard link get the same go-fuse node (same origin ino, btime Gen equal within a jiffy): one shows the other's data (timing dependent)",
+		name:   "hardlink-copies-share-node",
+		seed:   100,
+		open:   "BUG (intermittent): as hardlink-copyup-keeps-origin-ino, for two copied-up names (was: one name showed the other's data)",
+		unskip: "BUG-hardlink-origin-ino",
 		stack: `
 layers=3
 L1 dir e mode=0755 uid=0 gid=0 x=user.a=v81
@@ -85,9 +88,9 @@ truncate e/e size=0 flags=otrunc
 `,
 	},
 	{
-		name: "link-then-rename-over-truncates-other-file",
-		seed: 56,
-		open: "BUG: after link a h/d and rename g h/d, the node of a still resolves through the stale name h/d: truncating a truncates g",
+		name:  "link-then-rename-over-truncates-other-file",
+		seed:  56,
+		fixed: "after link a h/d and rename g h/d, the node of a still resolves through the stale name h/d: truncating a truncates g",
 		stack: `
 layers=2
 L2 dir h mode=1777 uid=0 gid=0
@@ -103,10 +106,9 @@ read h/d
 `,
 	},
 	{
-		name:   "rename-estale",
-		seed:   141,
-		open:   "BUG: node identity of copied-up dirs changes; a lookup inside rename must move a dir alias: ESTALE",
-		unskip: "BUG-node-identity-estale",
+		name:  "rename-estale",
+		seed:  141,
+		fixed: "node identity of copied-up dirs changes; a lookup inside rename must move a dir alias: ESTALE",
 		stack: `
 layers=2
 L2 file b mode=0640 uid=0 gid=1001 size=93 pat=919
@@ -123,10 +125,9 @@ rename b d/a/e flags=plain
 `,
 	},
 	{
-		name:   "rename-onto-ancestor",
-		seed:   36,
-		open:   "BUG: after copy-up the ancestor dentry differs, so rename e/c/d -> e reaches layerfs (EISDIR) instead of the VFS's ENOTEMPTY",
-		unskip: "BUG-node-identity-estale",
+		name:  "rename-onto-ancestor",
+		seed:  36,
+		fixed: "after copy-up the ancestor dentry differs, so rename e/c/d -> e reaches layerfs (EISDIR) instead of the VFS's ENOTEMPTY",
 		stack: `
 layers=4
 L3 dir e mode=1777 uid=1000 gid=0
@@ -140,10 +141,9 @@ rename e/c/d e flags=plain
 `,
 	},
 	{
-		name:   "rename-exdev-before-enotempty",
-		seed:   297,
-		open:   "BUG: rename of a lower dir onto a non-empty dir: kernel EXDEV, layerfs ENOTEMPTY",
-		unskip: "BUG-rename-exdev-order",
+		name:  "rename-exdev-before-enotempty",
+		seed:  297,
+		fixed: "rename of a lower dir onto a non-empty dir: kernel EXDEV, layerfs ENOTEMPTY",
 		stack: `
 layers=3
 L2 dir h mode=0775 uid=1001 gid=1000 x=user.a=v14
@@ -155,9 +155,9 @@ rename c h flags=plain
 `,
 	},
 	{
-		name: "link-append-stale-size",
-		seed: 157,
-		open: "BUG: link returns the target's node, a lookup of the new name makes a second node; its cached size is stale after a truncate through the first, and O_APPEND writes at the stale size",
+		name:  "link-append-stale-size",
+		seed:  157,
+		fixed: "link returns the target's node, a lookup of the new name makes a second node; its cached size is stale after a truncate through the first, and O_APPEND writes at the stale size",
 		stack: `
 layers=2
 L1 dir g mode=0700 uid=0 gid=0 x=user.c=v47
@@ -172,9 +172,9 @@ rocopyup g/h off=85 len=23 pat=447
 `,
 	},
 	{
-		name: "link-append-stale-size-2",
-		seed: 167,
-		open: "BUG: three names of one file after two links; an append through the third name writes at the size its own (second) node cached, overwriting the first append",
+		name:  "link-append-stale-size-2",
+		seed:  167,
+		fixed: "three names of one file after two links; an append through the third name writes at the size its own (second) node cached, overwriting the first append",
 		stack: `
 layers=4
 L3 dir g mode=0755 uid=1000 gid=1000
@@ -190,9 +190,26 @@ append g/n1/c len=51 pat=166
 `,
 	},
 	{
-		name: "link-rename-over-stale-nlink",
-		seed: 18,
-		open: "BUG: after link a/e d/c and rename d/b a/e, stat d/c shows nlink 2 (a second node for the same file)",
+		name: "link-then-write-stale-read",
+		seed: 275,
+		open: "BUG: after link b f/n2 and a write through b, reading f/n2 shows the old data (the two names are two FUSE inodes; f/n2's page cache is stale)",
+		stack: `
+layers=4
+L4 dir f mode=0755 uid=1000 gid=0 x=user.a=v15 x=user.c=v15
+L2 dir e mode=0775 uid=0 gid=1000
+L2 file e/a mode=0644 uid=1000 gid=0 size=1158831 pat=328 sparse
+L2 hardlink b target=e/a
+`,
+		ops: `
+link b f/n2
+rocopyup b off=0 len=227 pat=87
+read f/n2
+`,
+	},
+	{
+		name:  "link-rename-over-stale-nlink",
+		seed:  18,
+		fixed: "after link a/e d/c and rename d/b a/e, stat d/c shows nlink 2 (a second node for the same file)",
 		stack: `
 layers=2
 L2 dir a mode=0700 uid=1000 gid=1000 x=user.a=v51
@@ -207,9 +224,9 @@ stat d/c
 `,
 	},
 	{
-		name: "link-stale-name-eloop",
-		seed: 225,
-		open: "BUG: the node of f keeps the name d/n5 after a symlink was renamed over it; append f opens the symlink (ELOOP)",
+		name:  "link-stale-name-eloop",
+		seed:  225,
+		fixed: "the node of f keeps the name d/n5 after a symlink was renamed over it; append f opens the symlink (ELOOP)",
 		stack: `
 layers=4
 L2 file f mode=2755 uid=1000 gid=0 size=141 pat=20 x=user.c=v31
@@ -224,10 +241,9 @@ append f len=130 pat=952
 `,
 	},
 	{
-		name:   "same-name-rename-enxio",
-		seed:   1096,
-		open:   "BUG: after copy-up a lookup returns a new node id, so rename g g reaches layerfs; go-fuse's MvChild then loses the node and the renamed file still resolves to g (now a whiteout): ENXIO",
-		unskip: "BUG-same-name-rename",
+		name:  "same-name-rename-enxio",
+		seed:  1096,
+		fixed: "after copy-up a lookup returns a new node id, so rename g g reaches layerfs; go-fuse's MvChild then loses the node and the renamed file still resolves to g (now a whiteout): ENXIO",
 		stack: `
 layers=2
 L2 file g mode=0444 uid=1001 gid=1000 size=229 pat=533 x=user.c=v83
@@ -240,10 +256,9 @@ write a off=1642 len=210 pat=940 flags=rdwr
 `,
 	},
 	{
-		name:   "same-name-rename-exchange-enoent",
-		seed:   53,
-		open:   "BUG: as same-name-rename-enxio; after an exchange and unlink the file at b/d has no name (ENOENT)",
-		unskip: "BUG-same-name-rename",
+		name:  "same-name-rename-exchange-enoent",
+		seed:  53,
+		fixed: "as same-name-rename-enxio; after an exchange and unlink the file at b/d has no name (ENOENT)",
 		stack: `
 layers=3
 L2 dir b mode=1777 uid=0 gid=0 opaque=wh x=user.b=v17
@@ -262,8 +277,8 @@ removexattr b/d name=user.c
 	{
 		name:   "moved-dir-not-opaque",
 		seed:   60,
-		open:   "BUG (upper format): a pure-upper dir renamed into a merged dir is not marked opaque (the kernel marks it)",
-		unskip: "BUG-moved-dir-not-opaque",
+		fixed:  "upper format: a pure-upper dir renamed into a merged dir is not marked opaque (the kernel marks it)",
+		unskip: "BUG-failed-rename-opaque",
 		stack: `
 layers=3
 L1 dir h mode=1777 uid=0 gid=0
@@ -276,10 +291,9 @@ rename h/h/b/e h/h/g flags=plain
 `,
 	},
 	{
-		name:   "copyup-changes-parent-mtime",
-		seed:   5,
-		open:   "BUG: copy-up changes the parent directory's mtime; the kernel restores it",
-		unskip: "BUG-copyup-parent-mtime",
+		name:  "copyup-changes-parent-mtime",
+		seed:  5,
+		fixed: "copy-up changes the parent directory's mtime; the kernel restores it",
 		stack: `
 layers=2
 L2 dir g mode=0755 uid=0 gid=0
@@ -290,10 +304,9 @@ chmod g/f mode=0600
 `,
 	},
 	{
-		name:   "rmdir-notempty-copies-up",
-		seed:   175,
-		open:   "BUG (upper only): a failing rmdir (ENOTEMPTY) copies the parents up first; the kernel checks emptiness first",
-		unskip: "BUG-rmdir-copyup-first",
+		name:  "rmdir-notempty-copies-up",
+		seed:  175,
+		fixed: "upper only: a failing rmdir (ENOTEMPTY) copies the parents up first; the kernel checks emptiness first",
 		stack: `
 layers=3
 L2 dir e mode=0775 uid=0 gid=1000 x=user.c=v50
@@ -306,9 +319,9 @@ rmdir e/h/f
 `,
 	},
 	{
-		name: "link-rename-rocopyup-eio",
-		seed: 173,
-		open: "BUG: the node of a resolves through a stale hard link name (n3, renamed to b/a): EIO",
+		name:  "link-rename-rocopyup-eio",
+		seed:  173,
+		fixed: "the node of a resolves through a stale hard link name (n3, renamed to b/a): EIO",
 		stack: `
 layers=3
 L3 file a mode=0644 uid=0 gid=0 size=1644081 pat=763 sparse x=user.b=v40
@@ -321,6 +334,79 @@ readdir b
 chmod b mode=0775
 write b/g off=94 len=209 pat=632 flags=rdwr
 rocopyup a off=1645455 len=182 pat=192
+`,
+	},
+	{
+		name:   "exchange-into-upper-dir-d_ino",
+		seed:   114,
+		open:   "BUG: RENAME_EXCHANGE moves a copied-up file into pure-upper c; readdir c gives its upper inode as d_ino, stat the origin's",
+		unskip: "BUG-readdir-d_ino",
+		stack: `
+layers=3
+L3 dir a mode=0775 uid=0 gid=0 opaque=user
+L3 file a/g mode=4755 uid=0 gid=1000 size=166 pat=973
+`,
+		ops: `
+mkdir c mode=0755
+mkdir c/b mode=0700
+rename c/b a/g flags=exchange
+readdir c
+`,
+	},
+	{
+		name:   "failed-rename-leaves-kernel-opaque",
+		seed:   79,
+		open:   "BUG (upper format only): a failing rename (ENOTEMPTY) of a pure-upper dir inside a merged dir leaves the kernel's source dir opaque; layerfs's not",
+		unskip: "BUG-failed-rename-opaque",
+		stack: `
+layers=2
+L1 dir h mode=0755 uid=1000 gid=0 x=user.c=v95
+`,
+		ops: `
+mkdir h/b mode=0700
+mkdir h/n0 mode=1777
+mkdir h/b/a mode=0755
+rename h/n0 h/b flags=plain
+`,
+	},
+	{
+		name: "lower-hardlink-copyup-new-node",
+		seed: 226,
+		open: "BUG: a lower hard link's node (generation salted with its name) is not the node its upper copy gets (origin hash): a read-only fd opened before a second fd writes reads stale pages",
+		stack: `
+layers=2
+L2 file b mode=0644 uid=1001 gid=1000 size=279 pat=261 x=user.c=v97
+L2 dir e mode=0775 uid=0 gid=0 opaque=user
+L2 hardlink e/c target=b
+L1 whiteout e form=chr
+`,
+		ops: `
+write b off=2577 len=112 pat=930 flags=wronly
+rocopyup b off=1344 len=68 pat=464
+`,
+	},
+	{
+		name: "hardlink-exchange-unlink-enoent",
+		seed: 1,
+		open: "BUG: a file with several names moved by RENAME_EXCHANGE and renames; after link b n2/d and unlink n2/d, write b fails ENOENT (its node resolves through a name it no longer has)",
+		stack: `
+layers=4
+L1 file g mode=0644 uid=0 gid=0 size=249 pat=313 x=user.c=v43
+L1 hardlink h target=g
+L1 file b mode=0640 uid=1000 gid=1000 size=228 pat=66 x=user.c=v2
+`,
+		ops: `
+mkdir n2 mode=0755
+rename g a flags=plain
+symlink n2/f target=.
+link a n2/g
+rename a n2/f flags=exchange
+rename b n2/f flags=exchange
+create n2/g mode=0644 len=218 pat=619
+rename n2/g g flags=plain
+link b n2/d
+unlink n2/d
+write b off=0 len=2 pat=745 flags=wronly
 `,
 	},
 }

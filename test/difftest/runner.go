@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +39,14 @@ type Pair struct {
 	Timeout time.Duration
 	// Keep leaves the materialised layers and upper dirs on disk.
 	Keep bool
+	// LeakedFds counts the descriptors into layerfs's layers that were
+	// still open after its server had ended (set by Close).
+	LeakedFds int
 }
+
+// SelfCheck mounts kernel overlay on both sides instead of layerfs on the
+// second (a check of the tester itself: it must find no divergence).
+var SelfCheck bool
 
 // NewPair materialises s twice below dir (which must exist and be empty)
 // and mounts kernel overlay and layerfs on the copies.
@@ -70,14 +78,24 @@ func NewPair(dir string, s *Stack) (p *Pair, err error) {
 	if p.K, err = mk("k", true); err != nil {
 		return p, err
 	}
-	if p.L, err = mk("l", false); err != nil {
+	if p.L, err = mk("l", SelfCheck); err != nil {
 		return p, err
+	}
+	if SelfCheck {
+		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(p.L.Lowers, ":"), p.L.Upper, p.L.Work)
+		if err := unix.Mount("overlay", p.L.Mnt, "overlay", 0, opts); err != nil {
+			return p, fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
+		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(p.K.Lowers, ":"), p.K.Upper, p.K.Work)
 	if err := unix.Mount("overlay", p.K.Mnt, "overlay", 0, opts); err != nil {
 		return p, fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
 	}
 	if p.K.Root, err = openRoot(p.K.Mnt); err != nil {
+		return p, err
+	}
+	if SelfCheck {
+		p.L.Root, err = openRoot(p.L.Mnt)
 		return p, err
 	}
 	srv, err := unionfs.Mount(context.Background(), unionfs.Options{
@@ -112,31 +130,55 @@ func (p *Pair) Close() error {
 			sd.Root = -1
 		}
 	}
-	if p.K != nil && isMounted(p.K.Mnt) {
-		err := unix.Unmount(p.K.Mnt, 0)
+	for _, sd := range []*Side{p.K, p.L} {
+		if sd == nil || sd.srv != nil || !isMounted(sd.Mnt) {
+			continue // not a kernel overlay mount
+		}
+		err := unix.Unmount(sd.Mnt, 0)
 		for try := 0; err == unix.EBUSY && try < 50; try++ {
 			time.Sleep(10 * time.Millisecond) // a transient reference
-			err = unix.Unmount(p.K.Mnt, 0)
+			err = unix.Unmount(sd.Mnt, 0)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("umount %s: %w", p.K.Mnt, err))
-			unix.Unmount(p.K.Mnt, unix.MNT_DETACH)
+			errs = append(errs, fmt.Errorf("umount %s: %w", sd.Mnt, err))
+			unix.Unmount(sd.Mnt, unix.MNT_DETACH)
 		}
 	}
 	if p.L != nil && p.L.srv != nil {
-		if err := p.L.srv.Unmount(); err != nil {
-			errs = append(errs, fmt.Errorf("layerfs unmount: %w", err))
-			unix.Unmount(p.L.Mnt, unix.MNT_DETACH)
-		}
-		done := make(chan struct{})
-		go func() { p.L.srv.Wait(); close(done) }()
+		// go-fuse's Unmount waits for its request loops, which end only
+		// when the kernel drops the connection. A copy of the mount in
+		// another mount namespace keeps it: then abort the connection.
+		srv := p.L.srv
+		done := make(chan error, 1)
+		go func() {
+			err := srv.Unmount()
+			if err != nil {
+				unix.Unmount(p.L.Mnt, unix.MNT_DETACH)
+			}
+			srv.Wait()
+			done <- err
+		}()
+		var err error
 		select {
-		case <-done:
+		case err = <-done:
 		case <-time.After(10 * time.Second):
 			p.L.abort()
-			<-done
+			err = <-done
+			if err == nil {
+				err = errors.New("layerfs connection did not end after unmount; aborted it")
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("layerfs unmount: %w", err))
 		}
 		p.L.srv = nil
+		// The server is gone: every descriptor it held into its layers
+		// should be closed. Count what is left and close it, so that
+		// long runs do not run out of descriptors.
+		for _, fd := range fdsBelow(filepath.Join(p.Dir, p.L.Name) + "/") {
+			unix.Close(fd)
+			p.LeakedFds++
+		}
 	}
 	if !p.Keep {
 		if err := os.RemoveAll(p.Dir); err != nil {
@@ -144,6 +186,22 @@ func (p *Pair) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// fdsBelow lists this process's descriptors whose path is below prefix.
+func fdsBelow(prefix string) []int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var out []int
+	for _, e := range ents {
+		t, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || !strings.HasPrefix(strings.TrimSuffix(t, " (deleted)")+"/", prefix) {
+			continue
+		}
+		if fd, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, fd)
+		}
+	}
+	return out
 }
 
 func isMounted(mnt string) bool {
@@ -260,11 +318,14 @@ type Run struct {
 	// Unskip disables one entry of KnownDiffs (by name).
 	Unskip string
 
-	Applied []Op
-	Stopped string // a known difference ended the run early
+	Applied   []Op
+	Stopped   string // a known difference ended the run early
+	LeakedFds int    // see Pair.LeakedFds
 }
 
-func (r *Run) skips() skips { return skips{noBugs: r.NoBugSkips, unskip: r.Unskip} }
+func (r *Run) skips() skips {
+	return skips{none: SelfCheck, noBugs: r.NoBugSkips, unskip: r.Unskip}
+}
 
 // Execute runs the sequence; it returns the first divergence or nil. err
 // is a failure of the tester itself (setup, teardown).
@@ -282,6 +343,7 @@ func (r *Run) Execute() (div *Divergence, err error) {
 		if cerr := p.Close(); cerr != nil && err == nil && div == nil {
 			err = cerr
 		}
+		r.LeakedFds = p.LeakedFds
 	}()
 	mkDiv := func(step int, k, l string, sig string, diffs []TreeDiff) *Divergence {
 		return &Divergence{Seed: r.Seed, Stack: r.Stack, Ops: append([]Op(nil), r.Applied...), Step: step, Kernel: k, Layerfs: l, Diffs: diffs, Sig: sig}
