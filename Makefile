@@ -2,7 +2,8 @@
 GO ?= go
 BIN := bin/layerfs
 
-.PHONY: all build demo test e2e vet deps clean install
+.PHONY: all build demo test e2e difftest bench vet deps clean install
+N ?= 300
 PREFIX ?= /usr/local
 
 all: build
@@ -31,6 +32,15 @@ vet:
 # The test suite mounts real filesystems: run it as root with /dev/fuse.
 test: deps vet
 	$(GO) test -race -count=1 ./...
+
+# Differential testing against kernel overlay: N random sequences.
+difftest:
+	$(GO) test -count=1 -timeout 60m ./test/difftest -run 'TestDifferential|TestRegressions|TestFormats' -args -n=$(N)
+
+# Benchmarks against kernel overlay and fuse-overlayfs (root; ~15 min).
+# BENCH="--quick" for a short run. Results go to bench/results/.
+bench: build
+	./$(BIN) bench $(BENCH)
 
 # podman as a real client (root; installs podman, runc, busybox-static).
 e2e: build

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/bench"
 	"github.com/layerfs/layerfs/unionfs"
 	flag "github.com/spf13/pflag"
 )
@@ -26,6 +27,7 @@ const usage = `layerfs: a union (overlay) filesystem in userspace
 Usage:
   layerfs -o lowerdir=L1:L2[,upperdir=U,workdir=W][,opts] MOUNTPOINT
   layerfs --lower L1 --lower L2 [--upper U --work W] MOUNTPOINT
+  layerfs bench [--quick] [--reps N]    (root: compare with kernel overlay and fuse-overlayfs)
 
 Lower dirs are read-only, the first is on top. Changes go to the upper dir;
 the work dir (same filesystem as the upper) holds copies being made. Without
@@ -126,6 +128,20 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	return &c, nil
 }
 
+// runBench runs the benchmark (package bench) with this binary as the
+// layerfs under test unless --layerfs says otherwise.
+func runBench(args []string) int {
+	for _, a := range args {
+		if a == "--layerfs" || strings.HasPrefix(a, "--layerfs=") {
+			return bench.Main(args)
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		args = append([]string{"--layerfs", exe}, args...)
+	}
+	return bench.Main(args)
+}
+
 // readyEnv names the fd on which a re-executed server reports readiness.
 const readyEnv = "LAYERFS_READY_FD"
 
@@ -134,6 +150,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "bench" {
+		return runBench(args[1:])
+	}
 	c, err := parseArgs(args, os.Stderr)
 	if err != nil {
 		var ee *exitError
