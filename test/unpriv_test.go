@@ -209,3 +209,39 @@ func TestUserNamespaceAutoDriver(t *testing.T) {
 		assert.Equal(t, "y", string(buf[:n]))
 	}
 }
+
+// Permissions are the kernel's (default_permissions): through a root
+// server with allow_other a plain user cannot read another user's 0600
+// file, cannot write into a read-only directory, and a write of its own
+// clears setuid as the kernel does; copy-up grants nothing.
+func TestPermissionsThroughRootServer(t *testing.T) {
+	uid, gid := plainUser(t)
+	tr := newTree(t, 1)
+	os.Chmod(tr.root, 0o755)
+	os.Chmod(filepath.Dir(tr.root), 0o755)
+	writeFile(t, filepath.Join(tr.lowers[0], "secret"), "root only")
+	os.Chmod(filepath.Join(tr.lowers[0], "secret"), 0o600)
+	os.Mkdir(filepath.Join(tr.lowers[0], "ro"), 0o555)
+	writeFile(t, filepath.Join(tr.lowers[0], "shared"), "group writable\n")
+	os.Chown(filepath.Join(tr.lowers[0], "shared"), 0, gid)
+	syscall.Chmod(filepath.Join(tr.lowers[0], "shared"), 0o6775)
+	tr.mount(t, "-o", "allow_other")
+	r := asUser(t, uid, gid, fmt.Sprintf(`
+		cat %[1]s/secret 2>/dev/null && echo READ-SECRET
+		touch %[1]s/ro/new 2>/dev/null && echo WROTE-RO
+		chmod 777 %[1]s/secret 2>/dev/null && echo CHMOD-OTHERS
+		echo appended >> %[1]s/shared
+		stat -c %%a %[1]s/shared
+		getfattr -n trusted.overlay.origin %[1]s/shared 2>/dev/null && echo PRIVATE-XATTR
+		true
+	`, tr.mnt))
+	assert.Equal(t, 0, r.code, r.stderr)
+	for _, bad := range []string{"READ-SECRET", "WROTE-RO", "CHMOD-OTHERS", "PRIVATE-XATTR"} {
+		assert.NotContains(t, r.stdout, bad)
+	}
+	assert.Contains(t, r.stdout, "775\n", "setuid/setgid not cleared by the user's write")
+	assert.Equal(t, "group writable\nappended\n", readFile(t, filepath.Join(tr.upper, "shared")))
+	var st syscall.Stat_t
+	syscall.Stat(filepath.Join(tr.lowers[0], "shared"), &st)
+	assert.Equal(t, uint32(0o6775), st.Mode&0o7777, "the lower file changed")
+}
