@@ -2,7 +2,8 @@
 GO ?= go
 BIN := bin/layerfs
 
-.PHONY: all build demo test e2e difftest bench vet deps clean install
+.PHONY: all build demo test e2e difftest bench fuzz vet deps clean install
+FUZZTIME ?= 10s
 N ?= 300
 PREFIX ?= /usr/local
 
@@ -32,6 +33,12 @@ vet:
 # The test suite mounts real filesystems: run it as root with /dev/fuse.
 test: deps vet
 	$(GO) test -race -count=1 ./...
+
+# Each fuzz target for a bounded time (seed corpora are in the tests).
+fuzz:
+	$(GO) test ./cmd/layerfs -run '^$$' -fuzz FuzzParseMountOptions -fuzztime $(FUZZTIME)
+	$(GO) test ./whiteout -run '^$$' -fuzz FuzzTarget -fuzztime $(FUZZTIME)
+	$(GO) test ./unionfs -run '^$$' -fuzz FuzzDecodeOrigin -fuzztime $(FUZZTIME)
 
 # Differential testing against kernel overlay: N random sequences.
 difftest:
