@@ -153,7 +153,11 @@ func (n *node) keepForOpeners() {
 	if n.dir || n.anonFd() >= 0 {
 		return
 	}
-	fd, errno := n.openTop(unix.O_RDWR)
+	// A lower file is only ever opened for reading.
+	fd, errno := -1, syscall.Errno(syscall.EROFS)
+	if n.inUpper() {
+		fd, errno = n.openTop(unix.O_RDWR)
+	}
 	if errno != 0 {
 		fd, errno = n.openTop(unix.O_RDONLY)
 	}
