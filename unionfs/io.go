@@ -46,7 +46,7 @@ func (n *node) openTop(flags int) (int, syscall.Errno) {
 		// descriptor the node kept.
 		fd, err = unix.Open(procPath(dirfd, ""), flags|unix.O_CLOEXEC, 0)
 	} else {
-		fd, err = unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	}
 	return fd, fs.ToErrno(err)
 }
@@ -150,7 +150,10 @@ func (n *node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint6
 // reading and writing it (without open handles there is no other way back
 // to an unlinked file). Callers hold renameMu.
 func (n *node) keepForOpeners() {
-	if n.dir || n.anonFd() >= 0 {
+	// Only regular files are read and written through us: the kernel
+	// serves fifos and devices itself, and opening one could block or
+	// have effects.
+	if n.dir || n.anonFd() >= 0 || n.Mode()&unix.S_IFMT != unix.S_IFREG {
 		return
 	}
 	// A lower file is only ever opened for reading.
