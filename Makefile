@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./cmd/layerfs -run '^$$' -fuzz FuzzParseMountOptions -fuzztime $(FUZZTIME)
 	$(GO) test ./whiteout -run '^$$' -fuzz FuzzTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./unionfs -run '^$$' -fuzz FuzzDecodeOrigin -fuzztime $(FUZZTIME)
+	$(GO) test ./test/difftest -run '^$$' -fuzz FuzzDifferential -fuzztime $(FUZZTIME)
 
 # Differential testing against kernel overlay: N random sequences.
 difftest:
