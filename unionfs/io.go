@@ -77,16 +77,23 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	if fh := asFile(f); fh != nil {
 		return fh.Read(ctx, dest, off)
 	}
-	var res fuse.ReadResult
-	errno := n.withTop(ctx, false, func(fd int) syscall.Errno {
-		k, err := unix.Pread(fd, dest, off)
-		if err != nil {
-			return fs.ToErrno(err)
+	e := n.u.reads.get(n)
+	if e == nil {
+		n.u.renameMu.RLock()
+		copies := n.copyups.Load()
+		fd, errno := n.openTop(unix.O_RDONLY)
+		n.u.renameMu.RUnlock()
+		if errno != 0 {
+			return nil, errno
 		}
-		res = fuse.ReadResultData(dest[:k])
-		return 0
-	})
-	return res, errno
+		e = n.u.reads.add(n, fd, copies)
+	}
+	defer n.u.reads.put(e)
+	k, err := unix.Pread(e.fd, dest, off)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
 }
 
 func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {

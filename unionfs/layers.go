@@ -48,6 +48,9 @@ type union struct {
 	// (see node.Open with passthrough).
 	epochs sync.Map // uint64 -> uint64
 
+	// reads caches descriptors for reading (see fdcache.go).
+	reads *readFds
+
 	// held are the descriptors nodes keep (directory fds, fds of
 	// nameless files), closed at the end even for nodes the kernel never
 	// forgot, so the layers are released when the server ends.
@@ -63,7 +66,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0}
+	u := &union{reads: newReadFds(256), work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0}
 	ok := false
 	defer func() {
 		if !ok {
@@ -226,6 +229,7 @@ func (u *union) release(fd int) {
 }
 
 func (u *union) close() {
+	u.reads.closeAll()
 	u.heldMu.Lock()
 	for fd := range u.held {
 		unix.Close(fd)

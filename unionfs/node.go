@@ -131,6 +131,7 @@ func (n *node) loc() (int, string, syscall.Errno) {
 }
 
 func (n *node) OnForget() {
+	n.u.reads.drop(n)
 	if fd := n.anonFd(); fd >= 0 {
 		n.anon.Store(0)
 		n.u.release(fd)
