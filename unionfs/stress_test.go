@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -13,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-// TestConcurrencyStress runs many goroutines against one mount for a
+// TestConcurrencyStress runs many goroutines and two shell processes against one mount for a
 // bounded time: each has its own directory (a lower one, so parents are
 // copied up under contention) where it creates, writes, renames, unlinks
 // and lists while a model records what should be there; all of them also
@@ -44,6 +45,21 @@ func TestConcurrencyStress(t *testing.T) {
 	deadline := time.Now().Add(duration)
 	models := make([]map[string]string, workers)
 	var wg sync.WaitGroup
+	// Other processes hammer the same mount meanwhile (no model: they
+	// must only never hang or break it).
+	for p := 0; p < 2; p++ {
+		must(t, os.MkdirAll(tu.m(fmt.Sprintf("proc%d", p)), 0o755))
+		script := fmt.Sprintf(`end=$(($(date +%%s) + %d)); i=0
+			while [ $(date +%%s) -lt $end ]; do i=$((i+1))
+				echo $i > %[2]s/f$((i%%7)); cat %[2]s/f* >/dev/null 2>&1
+				mv %[2]s/f$((i%%3)) %[2]s/g$((i%%4)) 2>/dev/null; rm -f %[2]s/g$((i%%5))
+				ls %[3]s >/dev/null; cat %[3]s/f0$((i%%10)) >/dev/null
+			done`, int(duration.Seconds()), tu.m(fmt.Sprintf("proc%d", p)), tu.m("shared"))
+		cmd := exec.Command("sh", "-c", script)
+		must(t, cmd.Start())
+		wg.Add(1)
+		go func() { defer wg.Done(); cmd.Wait() }()
+	}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
