@@ -18,7 +18,8 @@ touch lower1/lower1_file lower2/lower2_file upper/upper_file
 mkdir lower2/etc && echo "from lower2" > lower2/etc/config && echo "old" > lower2/etc/stale
 
 echo "A union of two read-only lowers under a writable upper, in $d"
-step "$bin -o lowerdir=lower1:lower2,upperdir=upper,workdir=work merged"
+echo "(--driver=fuse: as root the default, --driver=auto, would hand this mount to kernel overlay)"
+step "$bin -v --driver=fuse -o lowerdir=lower1:lower2,upperdir=upper,workdir=work merged"
 step "grep ' $d/merged ' /proc/mounts"
 step "ls merged"
 echo
