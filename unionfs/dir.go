@@ -212,18 +212,15 @@ func (d *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 }
 
 // child returns the node of an existing entry of d.
+// The kernel looks both names of a rename up first, so the nodes exist;
+// otherwise ESTALE makes it look again.
 func (d *node) child(ctx context.Context, name string) (*node, syscall.Errno) {
 	if in := d.GetChild(name); in != nil {
-		return in.Operations().(*node), 0
+		if n := in.Operations().(*node); !n.forgotten.Load() {
+			return n, 0
+		}
 	}
-	f, errno := d.find(name)
-	if errno != 0 {
-		return nil, errno
-	}
-	var attr fuse.Attr
-	in := d.newChild(ctx, name, f, &attr)
-	d.AddChild(name, in, false)
-	return in.Operations().(*node), 0
+	return nil, syscall.ESTALE
 }
 
 type whKind int

@@ -44,6 +44,9 @@ type node struct {
 	lowerPT atomic.Int32
 	// superseded: the entry must come back as a new node (passthrough).
 	superseded atomic.Bool
+	// forgotten: the kernel forgot the node and its descriptors are
+	// closed; it must never be handed out again.
+	forgotten atomic.Bool
 	// anon is an fd of an O_TMPFILE file that has no name yet, else -1
 	// (0 in a zero node means "none" too: real values are >= 3).
 	anon atomic.Int32
@@ -130,13 +133,22 @@ func (n *node) loc() (int, string, syscall.Errno) {
 	return fd, name, 0
 }
 
+// OnForget releases the node's descriptors. go-fuse may still revive the
+// node for a concurrent LOOKUP of the same entry; newChild then gives it
+// fresh descriptors (both sides hold n.mu).
 func (n *node) OnForget() {
+	if n.IsRoot() { // the root's fds belong to the union
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.forgotten.Store(true)
 	n.u.reads.drop(n)
 	if fd := n.anonFd(); fd >= 0 {
 		n.anon.Store(0)
 		n.u.release(fd)
 	}
-	if n.dir && !n.IsRoot() { // the root's fds belong to the union
+	if n.dir {
 		for _, ld := range n.layerDirs() {
 			n.u.release(ld.fd)
 		}
@@ -264,7 +276,7 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	// node it is (a lower hard link's copy, say, has a new identity on
 	// disk, but its node keeps the kernel's page cache).
 	if in := d.GetChild(name); in != nil {
-		if old := in.Operations().(*node); old.dir == (f.dirs != nil) && (old.dir || old.topLayer() == f.layer) && !old.superseded.Load() {
+		if old := in.Operations().(*node); old.dir == (f.dirs != nil) && (old.dir || old.topLayer() == f.layer) && !old.superseded.Load() && !old.forgotten.Load() {
 			d.u.closeDirs(&f)
 			d.u.fillAttr(attr, &f.st, old.dir && old.merged())
 			attr.Ino = in.StableAttr().Ino
@@ -287,8 +299,22 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 		ch.layer.Store(int32(f.layer))
 	}
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: uint32(f.st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen})
-	if in.Operations() != fs.InodeEmbedder(ch) {
-		d.u.closeDirs(&f) // an existing node won
+	if old := in.Operations().(*node); old != ch {
+		// An existing node won. If the kernel had forgotten it, it is
+		// being revived: it gets the descriptors just opened.
+		old.mu.Lock()
+		if old.forgotten.Load() {
+			if old.dir {
+				dirs := f.dirs
+				old.dirs.Store(&dirs)
+			} else {
+				old.layer.Store(int32(f.layer))
+			}
+			old.forgotten.Store(false)
+		} else {
+			d.u.closeDirs(&f)
+		}
+		old.mu.Unlock()
 	}
 	d.u.fillAttr(attr, &f.st, len(f.dirs) > 1)
 	attr.Ino = ino
