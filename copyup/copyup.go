@@ -54,11 +54,11 @@ func Entry(src, dst Loc, work int, opt Options) (unix.Stat_t, error) {
 	}
 	tmp := TempName()
 	if err := makeCopy(src, &st, Loc{work, tmp}, opt); err != nil {
-		removeAll(work, tmp)
+		RemoveAll(work, tmp)
 		return st, err
 	}
 	if err := unix.Renameat2(work, tmp, dst.Dir, dst.Name, unix.RENAME_NOREPLACE); err != nil {
-		removeAll(work, tmp)
+		RemoveAll(work, tmp)
 		return st, err
 	}
 	return st, nil
@@ -66,7 +66,6 @@ func Entry(src, dst Loc, work int, opt Options) (unix.Stat_t, error) {
 
 // makeCopy creates tmp as a copy of src (described by st).
 func makeCopy(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
-	mode := st.Mode &^ unix.S_IFMT
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		return copyFile(src, st, tmp, opt)
@@ -105,7 +104,6 @@ func makeCopy(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 			return err
 		}
 		defer unix.Close(fd)
-		_ = mode
 		return copyMeta(src, st, fd, opt)
 	}
 }
@@ -346,11 +344,6 @@ func Readlink(dir int, name string) (string, error) {
 			return string(buf[:n]), nil
 		}
 	}
-}
-
-// removeAll removes a temporary entry, recursing into a directory.
-func removeAll(dir int, name string) {
-	RemoveAll(dir, name)
 }
 
 // RemoveAll removes name under dir and, for a directory, everything in it.

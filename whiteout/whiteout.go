@@ -212,21 +212,6 @@ func mknodRefused(err error) bool {
 	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
 }
 
-// Remove deletes every whiteout form for name in dirfd (char device or
-// ".wh.NAME"); it is not an error if there is none.
-func Remove(dirfd int, name string) error {
-	var st unix.Stat_t
-	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && IsCharWhiteout(&st) {
-		if err := unix.Unlinkat(dirfd, name, 0); err != nil && err != unix.ENOENT {
-			return err
-		}
-	}
-	if err := unix.Unlinkat(dirfd, Prefix+name, 0); err != nil && err != unix.ENOENT && err != unix.ENAMETOOLONG {
-		return err
-	}
-	return nil
-}
-
 // MakeOpaque marks the directory at dirfd opaque: with the "opaque" xattr of
 // ns where the filesystem allows it, else with the OCI marker file.
 func MakeOpaque(dirfd int, ns Namespace) error {
@@ -239,18 +224,6 @@ func MakeOpaque(dirfd int, ns Namespace) error {
 		return err
 	}
 	return unix.Close(fd)
-}
-
-// IsWhiteoutEntry reports whether a directory entry is any whiteout form or
-// marker that a listing must not show.
-func IsWhiteoutEntry(dirfd int, name string, st *unix.Stat_t, o Opacity) bool {
-	if IsMarkerName(name) {
-		return true
-	}
-	if IsCharWhiteout(st) {
-		return true
-	}
-	return o.XattrWhiteouts && IsXattrWhiteout(dirfd, name, st)
 }
 
 // ProbeNamespace picks the xattr namespace a union on the directory fd can
