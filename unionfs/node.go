@@ -33,6 +33,8 @@ type node struct {
 
 	// mu serializes changes of where this entry lives (copy-up, removal).
 	mu sync.Mutex
+	// reopenMu serializes reopenDirs.
+	reopenMu sync.Mutex
 	// dirs: directories only; the slice is replaced, never changed.
 	dirs atomic.Pointer[[]layerDir]
 	// layer: non-directories only; upperLayer once copied up.
@@ -66,7 +68,35 @@ func (n *node) layerDirs() []layerDir {
 	if p := n.dirs.Load(); p != nil {
 		return *p
 	}
+	if n.dir && !n.IsRoot() {
+		return n.reopenDirs()
+	}
 	return nil
+}
+
+// reopenDirs resolves a directory's layers again by its name. go-fuse may
+// call OnForget (which closes them) for a node that is then used again
+// (a LOOKUP racing with a FORGET, or a spurious forget); such a node heals
+// on its next use instead of looking empty.
+func (n *node) reopenDirs() []layerDir {
+	n.reopenMu.Lock()
+	defer n.reopenMu.Unlock()
+	if p := n.dirs.Load(); p != nil {
+		return *p
+	}
+	name, p := n.Parent()
+	if p == nil {
+		return nil
+	}
+	f, errno := p.Operations().(*node).find(name)
+	if errno != 0 || f.dirs == nil {
+		n.u.closeDirs(&f)
+		return nil
+	}
+	dirs := f.dirs
+	n.dirs.Store(&dirs)
+	n.forgotten.Store(false)
+	return dirs
 }
 
 // fdOf returns the directory's fd in layer, or -1.
