@@ -149,9 +149,18 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// subcommands are the layer tools (inspect, diff, export, check, vacuum);
+// each registers itself from its own file.
+var subcommands = map[string]func(args []string) int{}
+
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "bench" {
 		return runBench(args[1:])
+	}
+	if len(args) > 0 {
+		if sub, ok := subcommands[args[0]]; ok {
+			return sub(args[1:])
+		}
 	}
 	c, err := parseArgs(args, os.Stderr)
 	if err != nil {
