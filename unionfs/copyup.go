@@ -61,8 +61,13 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 	keepTimes := unix.Fstat(dst.Dir, &pst) == nil
 	// A whiteout form in the upper dir cannot exist for a name that is
 	// shown from a lower layer, so the destination is free.
-	if _, err := copyup.Entry(src, dst, n.u.work, opt); err != nil {
+	cst, err := copyup.Entry(src, dst, n.u.work, opt)
+	if err != nil {
 		return fs.ToErrno(err)
+	}
+	n.u.stats.copyUps.Add(1)
+	if cst.Mode&unix.S_IFMT == unix.S_IFREG {
+		n.u.stats.copyUpBytes.Add(uint64(cst.Size))
 	}
 	n.u.markImpure(dst.Dir)
 	if keepTimes {

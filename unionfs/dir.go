@@ -583,9 +583,11 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	}
 	up := d.fdOf(upperLayer)
 	if f.layer != upperLayer {
+		d.u.stats.whiteouts.Add(1)
 		return fs.ToErrno(whiteout.Make(up, name))
 	}
 	if d.lowerHas(name) {
+		d.u.stats.whiteouts.Add(1)
 		return fs.ToErrno(d.u.replaceWithWhiteout(up, name))
 	}
 	if !isDir {
@@ -745,6 +747,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return 0
 	}
 	if srcNeedsWhiteout {
+		d.u.stats.whiteouts.Add(1)
 		err := unix.Renameat2(up, name, nup, newName, unix.RENAME_WHITEOUT)
 		if err != nil {
 			if err := unix.Renameat(up, name, nup, newName); err != nil {

@@ -128,6 +128,7 @@ var _ fs.FilePassthroughFder = (*ptFile)(nil)
 func (f *ptFile) PassthroughFd() (int, bool) { return f.fd, true }
 
 func (f *ptFile) Release(ctx context.Context) syscall.Errno {
+	f.node.u.stats.openHandles.Add(-1)
 	if f.lower {
 		f.node.lowerPT.Add(-1)
 	}
@@ -143,6 +144,7 @@ func (f *ptFile) Release(ctx context.Context) syscall.Errno {
 // out none, and I/O goes through the node like for every other file.
 func (u *union) handle(f *file) fs.FileHandle {
 	if u.passthrough {
+		u.stats.openHandles.Add(1)
 		return &ptFile{file: f}
 	}
 	unix.Close(f.fd)

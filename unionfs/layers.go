@@ -60,13 +60,17 @@ type union struct {
 	// renameMu orders renames against every operation that resolves a
 	// node's (parent, name): see doc.go.
 	renameMu sync.RWMutex
+
+	// desc and stats answer StatusXattr (describe.go).
+	desc  description
+	stats counters
 }
 
 func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly }
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{reads: newReadFds(256), work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0}
+	u := &union{reads: newReadFds(256), work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
 	ok := false
 	defer func() {
 		if !ok {

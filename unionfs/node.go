@@ -601,6 +601,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, fs.ToErrno(err)
 	}
 	h := &ptFile{file: newFile(n, rfd, flags, layer, copies)}
+	n.u.stats.openHandles.Add(1)
 	if layer != upperLayer {
 		n.lowerPT.Add(1)
 		h.lower = true

@@ -32,6 +32,16 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if whiteout.IsPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
+	if attr == StatusXattr && n.IsRoot() {
+		b := n.u.status()
+		if len(dest) == 0 {
+			return uint32(len(b)), 0
+		}
+		if len(dest) < len(b) {
+			return uint32(len(b)), syscall.ERANGE
+		}
+		return uint32(copy(dest, b)), 0
+	}
 	n.u.renameMu.RLock()
 	defer n.u.renameMu.RUnlock()
 	p, follow, errno := n.xattrTarget()
@@ -102,7 +112,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 func (n *node) changeXattr(ctx context.Context, attr string, change func(p string, follow bool) error) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) {
+	if whiteout.IsPrivateXattr(attr) || attr == StatusXattr && n.IsRoot() {
 		return syscall.EPERM
 	}
 	if !n.u.writable() {
