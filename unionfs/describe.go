@@ -142,6 +142,7 @@ func describeOptions(l *layout, o *Options) description {
 		}
 	}
 	add(o.ReadOnly || l.upper == "", "ro")
+	add(!o.ReadOnly && l.upper != "", "rw")
 	add(o.NoSync && !o.Volatile, "fsync=0")
 	add(o.Volatile, "volatile")
 	add(o.AllowOther, "allow_other")
