@@ -58,10 +58,9 @@ func (s *Stack) Root() (*Entry, error) {
 		if len(e.Dirs) == 0 {
 			e.Top, e.Stat = l, st
 		}
+		// Roots always merge: an opaque marker on a layer root hides
+		// nothing, in the kernel as in layerfs.
 		e.Dirs = append(e.Dirs, l)
-		if ReadOpacity(s.Real(l)).Opaque {
-			break
-		}
 	}
 	return e, nil
 }
@@ -111,7 +110,7 @@ func (s *Stack) Child(dir *Entry, name string) (*Entry, error) {
 	}
 	for j := last + 1; abs != "" && j < len(s.Layers); j++ {
 		p := strings.Trim(path.Clean(abs), "/")
-		if !s.isDir(Loc{j, path.Dir(p)}) {
+		if !s.dirPath(j, path.Dir(p)) {
 			continue
 		}
 		r, stop, err := s.childIn(&e, Loc{j, p})
@@ -138,9 +137,21 @@ func (e *Entry) found() (*Entry, error) {
 	return e, nil
 }
 
-func (s *Stack) isDir(l Loc) bool {
-	var st unix.Stat_t
-	return unix.Lstat(s.Real(l), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+// dirPath reports whether every component of p in layer is a directory
+// (not a symlink), so an absolute redirect never leads out of the layer.
+func (s *Stack) dirPath(layer int, p string) bool {
+	cur := ""
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		cur = path.Join(cur, c)
+		var st unix.Stat_t
+		if unix.Lstat(s.Real(Loc{layer, cur}), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return false
+		}
+	}
+	return true
 }
 
 // childIn looks at l and adds what it finds to e. stop says the walk ends
@@ -185,13 +196,15 @@ func (s *Stack) ReadDir(dir *Entry) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		// A ".wh.NAME" hides NAME in the layers below only.
+		var hides []string
 		for _, de := range ents {
 			n := de.Name()
 			if seen[n] || n == whiteout.OpaqueMarker {
 				continue
 			}
 			if t, ok := whiteout.Target(n); ok {
-				seen[t] = true
+				hides = append(hides, t)
 				continue
 			}
 			seen[n] = true
@@ -200,6 +213,9 @@ func (s *Stack) ReadDir(dir *Entry) ([]string, error) {
 				continue
 			}
 			names = append(names, n)
+		}
+		for _, t := range hides {
+			seen[t] = true
 		}
 	}
 	// A name seen in an upper layer may still be hidden (a non-directory
@@ -241,10 +257,11 @@ func ReadOpacity(dir string) whiteout.Opacity {
 }
 
 // Redirect returns the kernel redirect_dir target recorded on directory
-// dir ("/abs/path" from the layer root, or a name in the same parent).
+// dir ("/abs/path" from the layer root, or a name in the same parent);
+// a malformed one counts as none, as layerfs ignores it too.
 func Redirect(dir string) (string, bool) {
 	for _, ns := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
-		if v, err := getxattr(dir, ns+"redirect"); err == nil && len(v) > 0 {
+		if v, err := getxattr(dir, ns+"redirect"); err == nil && whiteout.ValidRedirect(string(v)) {
 			return string(v), true
 		}
 	}

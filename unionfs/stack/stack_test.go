@@ -159,12 +159,15 @@ func TestOCIForms(t *testing.T) {
 	for p, c := range map[string]string{
 		"l2/a/x": "x", "l2/a/y": "y", "l2/b/z": "z", "l2/c": "c",
 		"l1/.wh.c": "", "l1/a/.wh.x": "", "l1/b/.wh..wh..opq": "", "l1/b/w": "w",
+		// A whiteout hides names of the layers below only; an opaque
+		// marker on a layer root hides nothing.
+		"l1/both": "top", "l1/.wh.both": "", "l2/both": "low", "l1/.wh..wh..opq": "",
 	} {
 		must(t, os.MkdirAll(filepath.Dir(filepath.Join(d, p)), 0o755))
 		must(t, os.WriteFile(filepath.Join(d, p), []byte(c), 0o644))
 	}
 	got := strings.Join(walkStack(t, &Stack{Layers: []string{l1, l2}}), " ")
-	if want := "a/ a/y=y b/ b/w=w"; got != want {
+	if want := "a/ a/y=y b/ b/w=w both=top"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	if _, err := (&Stack{Layers: []string{l1, l2}}).Lookup("c"); err != ErrNotExist {
