@@ -181,5 +181,65 @@ echo "rootless: --driver=auto served the container root with: $auto_type"
 check "rootless: auto driver mounted a working root" test -n "$auto_type"
 podman_user rmi -a -f >/dev/null 2>&1
 
+# --- layerfs diff and layerfs export on podman's layers (issue 8)
+# For a stopped container, `layerfs diff --upper UpperDir --lower LowerDir`
+# must print the lines `podman diff` prints, and `podman import` must take
+# the tarball `layerfs export` writes.
+#
+# Two differences are normalized, each only on the exact lines concerned:
+# - podman diff leaves out the paths podman itself makes in every
+#   container (mount points such as /etc/hosts, /run/.containerenv: libpod's
+#   "init inodes"). layerfs diff lists them, as docker diff does: they are
+#   in the upper dir.
+# - With a mount_program podman diffs by mounting both trees and comparing
+#   stat (mode, owner, size, mtime), so a file copied up only to be hard
+#   linked keeps its stat and is not listed. layerfs diff lists it (C), as
+#   docker's overlay2 diff does: the upper holds a copy, and a layer made
+#   from this upper must carry it for the link. Here that is /link-src.
+podman_hides='[AC] /(dev|etc/hostname|etc/hosts|etc/resolv.conf|etc/mtab|proc|run|run/notify|run/\.containerenv|run/secrets|sys)'
+podman_same_stat='C /link-src'
+quiet() { "$@" >/dev/null; }
+dx_scenario() { # dx_scenario NAME PODMAN OUTDIR [RUNNER...]: RUNNER runs layerfs
+	local name=$1 pm=$2 outdir=$3; shift 3
+	echo "== $name: layerfs diff and export"
+	$pm import -q "$top/rootfs.tar" localhost/bb:base >/dev/null &&
+		$pm build -q --network=none -t localhost/bb:l2 -f "$top/Containerfile" "$top" >/dev/null ||
+		{ check "$name: build the image for diff and export" false; return; }
+	$pm rm -f dx >/dev/null 2>&1
+	$pm run --name dx localhost/bb:l2 sh -ec '
+		echo c1 >> /etc/motd; rm /d/old; mv /d /d-moved
+		rm -r /dir-to-replace; mkdir /dir-to-replace; echo z > /dir-to-replace/z
+		mv /rename-me /renamed; mkdir -p /new/sub; echo n > /new/sub/f
+		ln /link-src /hardlink; chmod 600 /chmod-me; chown 12:34 /own-me
+		ln -s motd /etc/motd-link; busybox mkfifo /fifo
+		busybox dd if=/dev/zero of=/sparse bs=1 count=1 seek=1048576 2>/dev/null' >/dev/null 2>&1
+	check "$name: run a container that changes the tree" test $? = 0
+	local upper lower
+	upper=$($pm inspect --format '{{.GraphDriver.Data.UpperDir}}' dx)
+	lower=$($pm inspect --format '{{.GraphDriver.Data.LowerDir}}' dx)
+	local theirs all ours
+	theirs=$($pm diff dx | sort)
+	all=$("$@" "$layerfs" diff --upper "$upper" --lower "$lower")
+	ours=$(grep -vxE "$podman_hides" <<<"$all" | grep -vxF "$podman_same_stat" | sort)
+	echo "$name: layerfs diff lines podman diff leaves out:" $(grep -xE "$podman_hides|$podman_same_stat" <<<"$all")
+	check "$name: layerfs diff prints what podman diff prints" test "$ours" = "$theirs"
+	[ "$ours" = "$theirs" ] || diff <(echo "$theirs") <(echo "$ours") | sed 's/^/     | podman diff vs layerfs diff: /'
+	local tarball=$outdir/$name-layer.tar
+	check "$name: layerfs export" "$@" "$layerfs" export --upper "$upper" --lower "$lower" -o "$tarball"
+	check "$name: podman imports the exported layer" quiet $pm import -q "$tarball" localhost/bb:exported
+	local listing; listing=$(tar -tvf "$tarball" 2>&1)
+	for want in 'etc/motd' 'd-moved/keep' '.wh.d' 'dir-to-replace/.wh..wh..opq' 'link-src link to hardlink' ' 12/34 ' 'sparse'; do
+		check "$name: exported layer has '$want'" grep -qF -- "$want" <<<"$listing"
+	done
+	$pm rm -f dx >/dev/null
+	$pm rmi -a -f >/dev/null 2>&1
+}
+dx_scenario rootful podman_root "$top"
+# Rootless: layerfs runs in podman's user namespace, so that the tarball
+# carries the container's uids rather than the host's subuids.
+conf "$home/config/containers" "$home/layerfs-fuse"
+chown -R "$user:" "$home"
+dx_scenario rootless podman_user "$home" podman_user unshare
+
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]
