@@ -1,0 +1,265 @@
+package fsck
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/stack"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// checkXattrs checks the union's own xattrs on the real entry p: origin
+// records on anything, opaque markers and redirects where they cannot
+// mean anything. Redirects on directories need the layers below and are
+// checked by checkDirXattrs. Both kernel namespaces are checked.
+func (c *checker) checkXattrs(ly *layer, p string, st *unix.Stat_t) {
+	priv, _, err := xattrs(p)
+	if err != nil {
+		c.errorf("%s: reading xattrs: %v", p, err)
+		return
+	}
+	for _, name := range sortedKeys(priv) {
+		v := priv[name]
+		drop := fixBy("removed the xattr (no union reads it)", removeXattr(p, name, v))
+		switch key := overlayKey(name); {
+		case key == "origin":
+			if why := originProblem(v); why != "" {
+				// The kernel logs "invalid origin" and ignores it;
+				// without one the entry is a plain copy.
+				c.add(ly, p, BadOrigin, fmt.Sprintf("%s: %s", name, why), fixBy("removed the xattr (the entry then has no recorded origin)", removeXattr(p, name, v)))
+			}
+		case key == "opaque" && !isDir(st):
+			c.add(ly, p, BadOpaque, name+" on a non-directory (ignored)", drop)
+		case key == "opaque" && string(v) != "y" && string(v) != "x":
+			c.add(ly, p, BadOpaque, fmt.Sprintf("%s=%q is neither y nor x (ignored: the directory is not opaque)", name, v), drop)
+		case key == "redirect" && !isDir(st) && !stack.Metacopy(p):
+			c.add(ly, p, MisplacedRedirect, name+" on a non-directory that is no metacopy file (ignored)", drop)
+		case name == whiteout.FuseOverlayfsPrefix+"opaque" && (!isDir(st) || string(v) != "y"):
+			c.add(ly, p, BadOpaque, fmt.Sprintf("%s=%q on a %s (ignored)", name, v, kindOf(st)), drop)
+		}
+	}
+}
+
+// checkUpperOrigin reports when the upper was used with other lower dirs
+// (see upperOriginMismatch), and whether the upper must be left alone.
+func (c *checker) checkUpperOrigin(l Layers) bool {
+	name, mismatch := upperOriginMismatch(l)
+	if mismatch {
+		ly := &layer{name: "upper", frozen: "give the lower dirs the upper was made with"}
+		c.add(ly, l.Upper, LowerMismatch, name+" of the upper root does not name the top lower dir "+l.Lowers[0]+": the upper was used with other lower dirs (kernel overlay with index=on refuses to mount it)", noFix(""))
+	}
+	return mismatch
+}
+
+// upperOriginMismatch compares the origin record kernel overlay keeps on
+// the upper root (with index=on) with the top lower dir. A mismatch means
+// the upper was used with other lower dirs, and judging its whiteouts,
+// redirects and copies against these would be wrong. It returns the
+// xattr that says so.
+func upperOriginMismatch(l Layers) (string, bool) {
+	for _, ns := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
+		v, err := copyup.GetXattr(l.Upper, ns+"origin")
+		if err != nil || len(v) == 0 || originProblem(v) != "" {
+			continue
+		}
+		h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, l.Lowers[0], 0)
+		if err == nil && (int32(v[4]) != h.Type() || !bytes.Equal(v[21:], h.Bytes())) {
+			return ns + "origin", true
+		}
+	}
+	return "", false
+}
+
+// checkRootOpacity reports an opaque marker on a layer root: unions
+// ignore it (the root always merges every layer), so it only misleads.
+// The xattr forms can go; the OCI file is a visible file to kernel
+// overlay, left to a person.
+func (c *checker) checkRootOpacity(ly *layer, root string) {
+	for _, name := range []string{whiteout.TrustedPrefix + "opaque", whiteout.UserPrefix + "opaque", whiteout.FuseOverlayfsPrefix + "opaque"} {
+		if v, err := copyup.GetXattr(root, name); err == nil && string(v) == "y" {
+			c.add(ly, root, BadOpaque, name+"=y on a layer root (ignored: a root always merges)", fixBy("removed the xattr (no union reads it)", removeXattr(root, name, v)))
+		}
+	}
+	var st unix.Stat_t
+	p := filepath.Join(root, whiteout.OpaqueMarker)
+	if unix.Lstat(p, &st) == nil {
+		c.add(ly, p, BadOpaque, "opaque marker in a layer root (ignored: a root always merges)", noFix("kernel overlay shows it as a file: remove it by hand"))
+	}
+}
+
+// originProblem says what is wrong with an origin record (kernel struct
+// ovl_fb: version, magic 0xfb, total length, flags, handle type, a
+// 16-byte uuid, then the file handle), "" when it is well formed. An
+// empty value is valid: the kernel records a null origin when the lower
+// filesystem has no file handles. A newer version or unknown flags are
+// valid too: the kernel reads them as "origin unknown".
+func originProblem(v []byte) string {
+	const header = 21
+	switch {
+	case len(v) == 0:
+		return ""
+	case len(v) < header:
+		return fmt.Sprintf("origin record too short (%d bytes)", len(v))
+	case v[1] != 0xfb:
+		return fmt.Sprintf("origin record has magic %#x, not 0xfb", v[1])
+	case int(v[2]) != len(v):
+		return fmt.Sprintf("origin record says it is %d bytes long but has %d", v[2], len(v))
+	}
+	return ""
+}
+
+// redirectProblem says what is wrong with a redirect value, "" when it is
+// well formed: an absolute path "/a/b" from the layer root without empty,
+// "." or ".." components, or one name in the same parent directory. The
+// kernel fails the lookup of a directory with a malformed redirect.
+func redirectProblem(s string) string {
+	switch {
+	case s == "":
+		return "empty"
+	case strings.IndexByte(s, 0) >= 0:
+		return "contains a NUL byte"
+	case s == "/":
+		return "names the layer root"
+	case s[0] == '/':
+		for _, comp := range strings.Split(s[1:], "/") {
+			if comp == "" {
+				return `has an empty component ("//" or a trailing "/")`
+			}
+			if comp == "." || comp == ".." {
+				return `has a "." or ".." component`
+			}
+		}
+	case strings.Contains(s, "/"):
+		return `is relative but not a single name`
+	case s == "." || s == "..":
+		return `is "." or ".."`
+	}
+	return ""
+}
+
+// checkDirXattrs checks the redirects of directory n of parent (child is
+// its merged entry): malformed values, and targets that lead nowhere.
+func (c *checker) checkDirXattrs(ly *layer, parent *stack.Entry, n string, child *stack.Entry) {
+	p := ly.s.Real(child.Dirs[0])
+	redirects := readRedirects(p)
+	if len(redirects) == 0 {
+		return
+	}
+	opaque := stack.ReadOpacity(p).Opaque
+	malformed := false
+	for _, r := range redirects {
+		if why := redirectProblem(r.value); why != "" {
+			malformed = true
+			c.add(ly, p, BadRedirect, fmt.Sprintf("%s=%q %s", r.name, r.value, why), c.redirectFix(ly, parent, n, child, opaque, redirects))
+		}
+	}
+	if !malformed && !opaque && len(child.Dirs) == 1 {
+		c.add(ly, p, DanglingRedirect, fmt.Sprintf("%s=%q leads to no directory in the layers below", redirects[0].name, redirects[0].value), c.redirectFix(ly, parent, n, child, opaque, redirects))
+	}
+}
+
+type xattrVal struct{ name, value string }
+
+// readRedirects returns the redirect xattrs of p, trusted namespace first
+// (the one the stack follows first).
+func readRedirects(p string) []xattrVal {
+	var out []xattrVal
+	for _, ns := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
+		if v, err := copyup.GetXattr(p, ns+"redirect"); err == nil {
+			out = append(out, xattrVal{ns + "redirect", string(v)})
+		}
+	}
+	return out
+}
+
+// redirectFix removes the redirects of a directory only where the merged
+// view provably stays the same: the directory is opaque (the redirect is
+// not followed), or without it the layers below would merge the same
+// directories. A redirect that leads nowhere is replaced by an opaque
+// marker when the directory's own name has something below, so that
+// nothing new shows through. Anything else is left to a person.
+func (c *checker) redirectFix(ly *layer, parent *stack.Entry, n string, child *stack.Entry, opaque bool, rs []xattrVal) fixer {
+	p := ly.s.Real(child.Dirs[0])
+	remove := func() error {
+		for _, r := range rs {
+			if err := removeXattr(p, r.name, []byte(r.value))(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if opaque {
+		return fixBy("removed the redirect (the directory is opaque: it is not followed)", remove)
+	}
+	now := child.Dirs[1:]
+	without, err := dirsBelow(ly.s, parent, n)
+	if err != nil {
+		return noFix("could not tell what the layers below show: " + err.Error())
+	}
+	if sameLocs(now, without) {
+		return fixBy("removed the redirect (the layers below merge the same without it)", remove)
+	}
+	if len(now) == 0 {
+		ns := strings.TrimSuffix(rs[0].name, "redirect")
+		return fixBy("marked the directory opaque and removed the redirect (it showed nothing from below, and stays so)", func() error {
+			// Opaque first: a crash in between leaves an opaque
+			// directory with a redirect, which shows the same.
+			if err := unix.Lsetxattr(p, ns+"opaque", []byte("y"), 0); err != nil {
+				return err
+			}
+			return remove()
+		})
+	}
+	return noFix(fmt.Sprintf("layerfs follows it to %s; removing it would change the merged view", ly.s.Real(now[0])))
+}
+
+// dirsBelow returns the directories the layers below parent's own would
+// merge under name, were the layer's directory name without a redirect.
+func dirsBelow(s *stack.Stack, parent *stack.Entry, name string) ([]stack.Loc, error) {
+	e, err := s.Child(&stack.Entry{Dirs: parent.Dirs[1:]}, name)
+	if errNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !e.IsDir() {
+		return nil, nil // a directory above hides a non-directory
+	}
+	return e.Dirs, nil
+}
+
+// removeXattr returns a fix removing xattr name from p if it still has
+// the value judged.
+func removeXattr(p, name string, judged []byte) func() error {
+	return func() error {
+		v, err := copyup.GetXattr(p, name)
+		if errors.Is(err, unix.ENODATA) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(v, judged) {
+			return fmt.Errorf("%s of %s changed since it was checked", name, p)
+		}
+		return unix.Lremovexattr(p, name)
+	}
+}
+
+func kindOf(st *unix.Stat_t) string {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "directory"
+	case unix.S_IFREG:
+		return "regular file"
+	case unix.S_IFLNK:
+		return "symlink"
+	}
+	return "special file"
+}
