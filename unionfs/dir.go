@@ -3,6 +3,8 @@ package unionfs
 import (
 	"context"
 	"encoding/binary"
+	"path"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -690,9 +692,9 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			return syscall.ENOTDIR
 		}
 	}
-	if s.dir && !s.pureUpper() {
-		return syscall.EXDEV // the kernel's answer; redirects lift it later
-	}
+	// A directory with a lower part moves in O(1): its upper copy records
+	// where that part lives (kernel redirect_dir).
+	redirect := s.dir && !s.pureUpper()
 	if t != nil && t.dir {
 		ents, errno := u.readMerged(t.layerDirs())
 		if errno != 0 {
@@ -711,6 +713,11 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if errno := nd.copyUp(ctx, false); errno != 0 {
 		return errno
 	}
+	if redirect {
+		if errno := s.setRedirect(nd == d); errno != 0 {
+			return errno
+		}
+	}
 	up, nup := d.fdOf(upperLayer), nd.fdOf(upperLayer)
 	if nd != d {
 		u.markImpure(nup)
@@ -727,7 +734,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 		defer copyup.RemoveAll(u.work, tmp)
 	}
-	if s.dir && (dstHasLower || nd.merged()) && !s.opaque() {
+	if s.dir && !redirect && (dstHasLower || nd.merged()) && !s.opaque() {
 		// As the kernel: a directory moved into a merged directory is
 		// made opaque, so it never merges with a lower one of its name.
 		if err := s.markOpaque(); err != nil {
@@ -770,14 +777,25 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // occupied, so no whiteout is needed; a directory arriving where a lower
 // layer has a directory is made opaque so the two do not merge.
 func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName string, t *node) syscall.Errno {
-	if (s.dir && !s.pureUpper()) || (t.dir && !t.pureUpper()) {
-		return syscall.EXDEV
-	}
+	sRedirect, tRedirect := s.dir && !s.pureUpper(), t.dir && !t.pureUpper()
 	if errno := s.copyUp(ctx, false); errno != 0 {
 		return errno
 	}
 	if errno := t.copyUp(ctx, false); errno != 0 {
 		return errno
+	}
+	if errno := nd.copyUp(ctx, false); errno != 0 {
+		return errno
+	}
+	if sRedirect {
+		if errno := s.setRedirect(nd == d); errno != 0 {
+			return errno
+		}
+	}
+	if tRedirect {
+		if errno := t.setRedirect(nd == d); errno != 0 {
+			return errno
+		}
 	}
 	if err := unix.Renameat2(d.fdOf(upperLayer), name, nd.fdOf(upperLayer), newName, unix.RENAME_EXCHANGE); err != nil {
 		return fs.ToErrno(err)
@@ -786,11 +804,70 @@ func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName s
 		d.u.markImpure(d.fdOf(upperLayer))
 		d.u.markImpure(nd.fdOf(upperLayer))
 	}
-	if s.dir && (nd.lowerHas(newName) || nd.merged()) && !s.opaque() {
+	if s.dir && !sRedirect && (nd.lowerHas(newName) || nd.merged()) && !s.opaque() {
 		s.markOpaque()
 	}
-	if t.dir && (d.lowerHas(name) || d.merged()) && !t.opaque() {
+	if t.dir && !tRedirect && (d.lowerHas(name) || d.merged()) && !t.opaque() {
 		t.markOpaque()
 	}
 	return 0
+}
+
+// maxRedirect is the kernel's default redirect_max: a longer redirect is
+// not made, and the rename answers EXDEV.
+const maxRedirect = 256
+
+// setRedirect records, before directory s moves, where the layers below
+// keep its lower part, as kernel redirect_dir does: its current name when
+// it stays in the same directory, else the absolute path of its lower
+// part. A redirect it already has stays when it still holds.
+func (s *node) setRedirect(samedir bool) syscall.Errno {
+	d := s.layerDirs()
+	if len(d) == 0 || d[0].layer != upperLayer {
+		return syscall.EIO
+	}
+	cur := whiteout.ReadDirMarkers(d[0].fd).Redirect
+	if cur != "" && (samedir || strings.HasPrefix(cur, "/")) {
+		return 0
+	}
+	var r string
+	if samedir {
+		r, _ = s.Parent()
+	} else {
+		r = s.lowerPath()
+	}
+	if r == "" || len(r) > maxRedirect {
+		return syscall.EXDEV
+	}
+	if err := unix.Setxattr(procPath(d[0].fd, ""), s.u.ns.Name("redirect"), []byte(r), 0); err != nil {
+		// As the kernel: without a redirect the move cannot be
+		// recorded; EXDEV makes mv copy instead.
+		return syscall.EXDEV
+	}
+	return 0
+}
+
+// lowerPath is the absolute path at which the layers below keep n's lower
+// part: its path in the union, with each ancestor's redirect applied.
+func (n *node) lowerPath() string {
+	var parts []string
+	for c := n; !c.IsRoot(); {
+		name, p := c.Parent()
+		if p == nil {
+			return ""
+		}
+		r := ""
+		if c.inUpper() {
+			r = whiteout.ReadDirMarkers(c.layerDirs()[0].fd).Redirect
+		}
+		if strings.HasPrefix(r, "/") {
+			return path.Join(append([]string{r}, parts...)...)
+		}
+		if r == "" {
+			r = name
+		}
+		parts = append([]string{r}, parts...)
+		c = p.Operations().(*node)
+	}
+	return "/" + strings.Join(parts, "/")
 }

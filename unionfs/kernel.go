@@ -52,9 +52,11 @@ func NeedsFUSE(opts Options, userxattr bool) string {
 // foreignMarkers walks a layer (names and directory xattrs only) for
 // markers the kernel would not honour.
 func foreignMarkers(root string, userxattr bool) string {
-	other := whiteout.UserPrefix + "opaque"
+	// Markers of the other namespace are ignored by the kernel; with
+	// userxattr it follows no redirect at all (redirect_dir=nofollow).
+	foreign := []string{whiteout.UserPrefix + "opaque", whiteout.UserPrefix + "redirect", whiteout.FuseOverlayfsPrefix + "opaque"}
 	if userxattr {
-		other = whiteout.TrustedPrefix + "opaque"
+		foreign = []string{whiteout.TrustedPrefix + "opaque", whiteout.TrustedPrefix + "redirect", whiteout.UserPrefix + "redirect", whiteout.FuseOverlayfsPrefix + "opaque"}
 	}
 	var found string
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -66,7 +68,7 @@ func foreignMarkers(root string, userxattr bool) string {
 			return filepath.SkipAll
 		}
 		if d.IsDir() {
-			for _, attr := range []string{other, whiteout.FuseOverlayfsPrefix + "opaque"} {
+			for _, attr := range foreign {
 				if n, err := unix.Lgetxattr(p, attr, nil); err == nil && n > 0 {
 					found = attr + " on " + p
 					return filepath.SkipAll
@@ -131,6 +133,10 @@ func MountKernel(opts Options, userxattr bool) error {
 	var flags []string
 	if userxattr {
 		flags = append(flags, "userxattr")
+	} else if err := unix.FsconfigSetString(fd, "redirect_dir", "on"); err != nil {
+		// Directory renames then answer EXDEV (mv copies); the
+		// union is still served correctly.
+		fsLog(fd)
 	}
 	if opts.Volatile {
 		flags = append(flags, "volatile")
@@ -193,6 +199,8 @@ func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
 	}
 	if userxattr {
 		data += ",userxattr"
+	} else {
+		data += ",redirect_dir=on"
 	}
 	if opts.Volatile {
 		data += ",volatile"

@@ -3,6 +3,8 @@ package unionfs
 import (
 	"context"
 	"hash/fnv"
+	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -191,6 +193,8 @@ type found struct {
 	layer int
 	st    unix.Statx_t
 	dirs  []layerDir // directories: every merging layer, fds open
+	// exists: some layer shows the name (layer and st are set).
+	exists bool
 }
 
 func (u *union) closeDirs(f *found) {
@@ -226,54 +230,121 @@ func isWhiteout(ld layerDir, name string, x *unix.Statx_t) bool {
 
 // find resolves name in directory d: the first layer that has the name
 // decides; whiteouts and opaque directories stop the walk; directories of
-// lower layers merge until a non-directory or an opaque one.
+// lower layers merge until a non-directory or an opaque one. A directory
+// with a redirect (kernel redirect_dir: it was renamed) continues the
+// walk where its lower part lives: under another name in the same parent,
+// or at an absolute path from the roots of the layers below.
 func (d *node) find(name string) (found, syscall.Errno) {
 	var f found
-	ok := false
+	cur, abs, last := name, "", -1
 	for _, ld := range d.layerDirs() {
-		var x unix.Statx_t
-		err := statxAt(ld.fd, name, &x)
-		if err == unix.ENOENT {
-			if whiteout.HasFileWhiteout(ld.fd, name) {
-				break
-			}
+		last = ld.layer
+		stop, redirect, errno := d.u.findIn(&f, ld, cur)
+		if errno != 0 {
+			d.u.closeDirs(&f)
+			return f, errno
+		}
+		if stop {
+			return f.result()
+		}
+		if strings.HasPrefix(redirect, "/") {
+			abs = redirect
+			break
+		}
+		if redirect != "" {
+			cur = redirect
+		}
+	}
+	for layer := last + 1; abs != "" && layer < len(d.u.roots); layer++ {
+		ld, base, ok := d.u.openParentPath(layer, abs)
+		if !ok {
 			continue
 		}
-		if err != nil {
+		stop, redirect, errno := d.u.findIn(&f, ld, base)
+		unix.Close(ld.fd)
+		if errno != 0 {
 			d.u.closeDirs(&f)
-			return f, fs.ToErrno(err)
+			return f, errno
 		}
-		if isWhiteout(ld, name, &x) {
+		if stop {
 			break
 		}
-		isDir := x.Mode&unix.S_IFMT == unix.S_IFDIR
-		if ok && !isDir {
-			break // a non-directory below a directory is hidden
+		if redirect != "" && !strings.HasPrefix(redirect, "/") {
+			redirect = path.Join(path.Dir(abs), redirect)
 		}
-		if !ok {
-			f.layer, f.st, ok = ld.layer, x, true
-			if !isDir {
-				break
-			}
+		if redirect != "" {
+			abs = redirect
 		}
-		fd, err := unix.Openat(ld.fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	return f.result()
+}
+
+func (f *found) result() (found, syscall.Errno) {
+	if !f.exists {
+		return *f, syscall.ENOENT
+	}
+	return *f, 0
+}
+
+// findIn looks name up in one layer's directory ld and adds what it finds
+// to f. stop says the walk ends here; redirect is the redirect of a
+// directory found.
+func (u *union) findIn(f *found, ld layerDir, name string) (stop bool, redirect string, errno syscall.Errno) {
+	var x unix.Statx_t
+	err := statxAt(ld.fd, name, &x)
+	if err == unix.ENOENT {
+		return whiteout.HasFileWhiteout(ld.fd, name), "", 0
+	}
+	if err != nil {
+		return true, "", fs.ToErrno(err)
+	}
+	if isWhiteout(ld, name, &x) {
+		return true, "", 0
+	}
+	isDir := x.Mode&unix.S_IFMT == unix.S_IFDIR
+	if f.exists && !isDir {
+		return true, "", 0 // a non-directory below a directory is hidden
+	}
+	if !f.exists {
+		f.layer, f.st, f.exists = ld.layer, x, true
+		if !isDir {
+			return true, "", 0
+		}
+	}
+	fd, err := unix.Openat(ld.fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if len(f.dirs) == 0 {
+			return true, "", fs.ToErrno(err)
+		}
+		return true, "", 0
+	}
+	u.hold(fd)
+	m := whiteout.ReadDirMarkers(fd)
+	f.dirs = append(f.dirs, layerDir{ld.layer, fd, m.Opacity})
+	return m.Opaque, m.Redirect, 0
+}
+
+// openParentPath opens, in layer, the directory holding the last
+// component of the absolute path p (an O_PATH fd the caller closes), for
+// following an absolute redirect.
+func (u *union) openParentPath(layer int, p string) (layerDir, string, bool) {
+	dir, base := path.Split(strings.TrimPrefix(p, "/"))
+	fd, err := unix.Openat(u.roots[layer], ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return layerDir{}, "", false
+	}
+	for _, c := range strings.Split(strings.Trim(dir, "/"), "/") {
+		if c == "" {
+			continue
+		}
+		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
 		if err != nil {
-			if len(f.dirs) == 0 {
-				return f, fs.ToErrno(err)
-			}
-			break
+			return layerDir{}, "", false
 		}
-		d.u.hold(fd)
-		opq := whiteout.ReadOpacity(fd)
-		f.dirs = append(f.dirs, layerDir{ld.layer, fd, opq})
-		if opq.Opaque {
-			break
-		}
+		fd = next
 	}
-	if !ok {
-		return f, syscall.ENOENT
-	}
-	return f, 0
+	return layerDir{layer, fd, whiteout.ReadOpacity(fd)}, base, true
 }
 
 // lowerHas reports whether a layer below the upper one shows name in d,

@@ -138,30 +138,89 @@ type Opacity struct {
 // ReadOpacity reads the opaque state of the directory open at dirfd, in
 // every form: the opaque xattrs of all three namespaces and the OCI
 // ".wh..wh..opq" file.
-func ReadOpacity(dirfd int) Opacity {
-	var o Opacity
+func ReadOpacity(dirfd int) Opacity { return ReadDirMarkers(dirfd).Opacity }
+
+// DirMarkers are what a directory's xattrs and marker files say about it.
+type DirMarkers struct {
+	Opacity
+	// Redirect is where the layers below keep this directory's lower
+	// part (kernel redirect_dir): "/abs/path" from the layer root, or a
+	// name in the same parent. Empty when it has none or an invalid one.
+	Redirect string
+}
+
+// ReadDirMarkers reads the opaque state and the redirect of the directory
+// open at dirfd. One listxattr tells which values to read, so a plain
+// directory costs two syscalls.
+func ReadDirMarkers(dirfd int) DirMarkers {
+	var m DirMarkers
+	names := listxattr(dirfd)
 	for _, ns := range []string{TrustedPrefix, UserPrefix} {
-		v, err := getxattr(dirfd, "", ns+"opaque")
-		if err != nil {
-			continue
+		if names[ns+"opaque"] {
+			switch v, _ := getxattr(dirfd, "", ns+"opaque"); string(v) {
+			case "y":
+				m.Opaque = true
+			case "x":
+				m.XattrWhiteouts = true
+			}
 		}
-		switch string(v) {
-		case "y":
-			o.Opaque = true
-		case "x":
-			o.XattrWhiteouts = true
+		if names[ns+"redirect"] && m.Redirect == "" {
+			if v, err := getxattr(dirfd, "", ns+"redirect"); err == nil && ValidRedirect(string(v)) {
+				m.Redirect = string(v)
+			}
 		}
 	}
-	if xattrIs(dirfd, "", FuseOverlayfsPrefix+"opaque", "y") {
-		o.Opaque = true
+	if names[FuseOverlayfsPrefix+"opaque"] && xattrIs(dirfd, "", FuseOverlayfsPrefix+"opaque", "y") {
+		m.Opaque = true
 	}
-	if !o.Opaque {
+	if !m.Opaque {
 		var st unix.Stat_t
 		if unix.Fstatat(dirfd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			o.Opaque = true
+			m.Opaque = true
 		}
 	}
-	return o
+	return m
+}
+
+// ValidRedirect reports whether r is a redirect the kernel would follow:
+// a single name, or an absolute path of clean, non-empty components.
+func ValidRedirect(r string) bool {
+	if r == "" || r == "/" {
+		return false
+	}
+	rel := !strings.HasPrefix(r, "/")
+	if rel && strings.Contains(r, "/") {
+		return false
+	}
+	for _, c := range strings.Split(strings.TrimPrefix(r, "/"), "/") {
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// listxattr returns the set of xattr names of the directory at dirfd.
+func listxattr(dirfd int) map[string]bool {
+	buf := make([]byte, 1024)
+	p := procPath(dirfd, "")
+	for {
+		sz, err := unix.Listxattr(p, buf)
+		if err == unix.ERANGE {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if err != nil || sz == 0 {
+			return nil
+		}
+		names := map[string]bool{}
+		for _, n := range bytes.Split(buf[:sz], []byte{0}) {
+			if len(n) > 0 {
+				names[string(n)] = true
+			}
+		}
+		return names
+	}
 }
 
 // IsXattrWhiteout reports whether dirfd/name, described by st, is a kernel

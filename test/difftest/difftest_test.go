@@ -91,7 +91,7 @@ func probeOverlay(dir string) error {
 		}
 		ds = append(ds, d)
 	}
-	if err := unix.Mount("overlay", ds[3], "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", ds[0], ds[1], ds[2])); err != nil {
+	if err := unix.Mount("overlay", ds[3], "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,%s", ds[0], ds[1], ds[2], KernelOptions)); err != nil {
 		return err
 	}
 	return unix.Unmount(ds[3], 0)

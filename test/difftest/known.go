@@ -3,11 +3,15 @@ package difftest
 import (
 	"path"
 	"strings"
-	"syscall"
 )
 
+// KernelOptions are the kernel overlay features the oracle is mounted
+// with: the ones layerfs implements (directory renames by redirect).
+const KernelOptions = "redirect_dir=on"
+
 // Known is an intended difference between layerfs and kernel overlayfs
-// (kernel defaults: redirect_dir=off, index=off, xino=off, metacopy=off).
+// (mounted with KernelOptions; otherwise kernel defaults: index=off,
+// xino=off, metacopy=off).
 // Every entry says why the difference is intended. Keep this list short:
 // anything not here is a divergence, and the kernel is the oracle.
 type Known struct {
@@ -46,18 +50,6 @@ var KnownDiffs = []Known{
 			return false
 		},
 	},
-	{
-		Name: "dir-redirect",
-		Reason: `renaming a directory that exists in a lower layer: the kernel ` +
-			`(redirect_dir=off) answers EXDEV; layerfs plans redirect-style renames ` +
-			`(DESIGN.md §4). Today both answer EXDEV; once layerfs succeeds, the ` +
-			`trees differ by design and the sequence ends there.`,
-		Op: func(o Op, k, l Result) bool {
-			return o.Kind == "rename" && k.Errno == syscall.EXDEV && l.Errno == 0
-		},
-		Stop: true,
-	},
-
 	{
 		Name: "hardlink-copyup-ino",
 		Reason: `after copy-up of one name of a lower hard link (nlink > 1) the kernel ` +

@@ -82,12 +82,12 @@ func NewPair(dir string, s *Stack) (p *Pair, err error) {
 		return p, err
 	}
 	if SelfCheck {
-		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(p.L.Lowers, ":"), p.L.Upper, p.L.Work)
+		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,%s", strings.Join(p.L.Lowers, ":"), p.L.Upper, p.L.Work, KernelOptions)
 		if err := unix.Mount("overlay", p.L.Mnt, "overlay", 0, opts); err != nil {
 			return p, fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(p.K.Lowers, ":"), p.K.Upper, p.K.Work)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,%s", strings.Join(p.K.Lowers, ":"), p.K.Upper, p.K.Work, KernelOptions)
 	if err := unix.Mount("overlay", p.K.Mnt, "overlay", 0, opts); err != nil {
 		return p, fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
 	}
