@@ -28,6 +28,7 @@ Usage:
   layerfs -o lowerdir=L1:L2[,upperdir=U,workdir=W][,opts] MOUNTPOINT
   layerfs --lower L1 --lower L2 [--upper U --work W] MOUNTPOINT
   layerfs bench [--quick] [--reps N]    (root: compare with kernel overlay and fuse-overlayfs)
+  layerfs inspect|diff|export|check|vacuum ...   (layer tools; each has --help)
 
 Lower dirs are read-only, the first is on top. Changes go to the upper dir;
 the work dir (same filesystem as the upper) holds copies being made. Without
