@@ -370,6 +370,7 @@ func (r *Results) markdown() string {
 		sort.Strings(ps)
 		fmt.Fprintf(&b, "- kernel overlay module parameters: %s\n", strings.Join(ps, " "))
 	}
+	fmt.Fprintf(&b, "- kernel overlay mounted with: %s\n", KernelFeatures)
 	fmt.Fprintf(&b, "- fuse-overlayfs: %s\n", m.FuseOverlayfsVersion)
 	fmt.Fprintf(&b, "- layerfs: %s, commit %s (%s", m.LayerfsVersion, m.LayerfsCommit, m.LayerfsBinary)
 	if len(r.LayerfsArgs) > 0 {

@@ -238,6 +238,37 @@ func allWorkloads() []*workload {
 			},
 		},
 		{
+			name:  "chown-r",
+			uses:  "tree",
+			desc:  "`chown -R 1234:1234 go` over the lower Go tree (copy-up of every entry: of metadata only where supported, kernel metacopy); caches dropped",
+			plain: "`chown -R` of a copy (`cp -a`, untimed)",
+			cold:  true,
+			setup: func(ctx context.Context, e *env) error {
+				if e.plain {
+					return cmdRun(ctx, "", nil, nil, "cp", "-a", e.goDir, filepath.Join(e.scratch, "go"))
+				}
+				return nil
+			},
+			run: func(ctx context.Context, e *env) error {
+				return cmdRun(ctx, "", nil, nil, "chown", "-R", "1234:1234", chownTarget(e))
+			},
+			check: func(e *env) error {
+				return filepath.WalkDir(chownTarget(e), func(p string, d fs.DirEntry, err error) error {
+					if err != nil {
+						return err
+					}
+					var st unix.Stat_t
+					if err := unix.Lstat(p, &st); err != nil {
+						return err
+					}
+					if st.Uid != 1234 || st.Gid != 1234 {
+						return fmt.Errorf("%s: owner %d:%d after chown -R", p, st.Uid, st.Gid)
+					}
+					return nil
+				})
+			},
+		},
+		{
 			name:  "untar",
 			uses:  "tar",
 			desc:  "`tar -xf` of the prepared tarball into a new directory",
@@ -641,4 +672,13 @@ func (b *bench) prime(w *workload) error {
 		_, err = readFile(b.ctx, ds.tarball, make([]byte, 1<<20))
 	}
 	return err
+}
+
+// chownTarget is the tree chown-r changes: the union's view, or the
+// plain contender's copy.
+func chownTarget(e *env) string {
+	if e.plain {
+		return filepath.Join(e.scratch, "go")
+	}
+	return e.goDir
 }

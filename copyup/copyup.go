@@ -30,6 +30,10 @@ type Options struct {
 	// KeepOwner: a failing chown is an error. When false (an unprivileged
 	// server), the copy keeps the server's ids where chown is refused.
 	KeepOwner bool
+	// Metacopy copies a regular file's metadata only: the copy is a hole
+	// of the source's size, and the data stays in the source until
+	// CopyData fills it in (kernel overlay's metacopy).
+	Metacopy bool
 }
 
 // Loc is an entry named relative to a directory fd.
@@ -114,7 +118,11 @@ func copyFile(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 		return err
 	}
 	defer unix.Close(out)
-	if !opt.NoData && st.Size > 0 {
+	if opt.Metacopy {
+		if err := unix.Ftruncate(out, st.Size); err != nil {
+			return err
+		}
+	} else if !opt.NoData && st.Size > 0 {
 		in, err := unix.Openat(src.Dir, src.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
@@ -133,6 +141,10 @@ func copyFile(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 	}
 	return nil
 }
+
+// CopyData copies size bytes of data from in to out (both open files),
+// as a copy-up does: shared extents where possible, holes kept.
+func CopyData(in, out int, size int64) error { return copyData(in, out, size) }
 
 // copyData copies size bytes: a reflink where the filesystem shares
 // extents, else copy_file_range over the data segments only, so holes stay

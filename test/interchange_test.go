@@ -118,6 +118,11 @@ func kernelMount(t *testing.T, tr *tree, userxattr bool) {
 	o := tr.opts()
 	if userxattr {
 		o += ",userxattr"
+	} else {
+		// The features layerfs has and writes in the trusted format
+		// (directory redirects, metacopy files), as --driver=kernel
+		// mounts them.
+		o += ",redirect_dir=on,metacopy=on"
 	}
 	if r := run(t, "mount", "-t", "overlay", "overlay", "-o", o, tr.mnt); r.code != 0 {
 		t.Fatalf("kernel overlay: %s", r.stderr)

@@ -10,21 +10,54 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// copyMode says how much of an entry a copy-up takes to the upper layer.
+type copyMode int
+
+const (
+	withData copyMode = iota // everything
+	noData                   // a regular file's data is about to go (O_TRUNC)
+	metaOnly                 // metadata; a regular file's data stays below (metacopy)
+)
+
+// setattrCopy is the copy-up a setattr needs: none of the data to
+// truncate to 0, all of it to truncate elsewhere, else metadata only.
+func setattrCopy(hasSize bool, size uint64) copyMode {
+	switch {
+	case hasSize && size == 0:
+		return noData
+	case hasSize:
+		return withData
+	}
+	return metaOnly
+}
+
+// openCopy is the copy-up an open for writing needs.
+func openCopy(flags uint32) copyMode {
+	if flags&syscall.O_TRUNC != 0 {
+		return noData
+	}
+	return withData
+}
+
 // copyUp makes sure the entry has a copy in the upper layer, copying its
-// parents first. noData leaves a regular file empty (O_TRUNC, truncate to
-// 0). Callers hold renameMu (read or write).
-func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
+// parents first, with as much of its data as how asks for; a metacopy
+// entry gets its data when a later copy-up asks for it. Callers hold
+// renameMu (read or write).
+func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	if !n.u.writable() {
 		return syscall.EROFS
 	}
 	if n.inUpper() {
+		if how != metaOnly && n.meta.Load() {
+			return n.copyUpData(how == noData)
+		}
 		return 0
 	}
 	name, p, errno := n.parentNode()
 	if errno != 0 {
 		return errno
 	}
-	if errno := p.copyUp(ctx, false); errno != 0 {
+	if errno := p.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
 	n.mu.Lock()
@@ -38,7 +71,7 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		return syscall.EIO
 	}
 	opt := copyup.Options{
-		NoData:    noData,
+		NoData:    how == noData,
 		Fsync:     n.u.fsync,
 		SkipXattr: whiteout.IsPrivateXattr,
 		KeepOwner: n.u.chownNew,
@@ -52,8 +85,17 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 	// split the page cache between the names and files already open.
 	var sst unix.Stat_t
 	hardlinked := !n.dir && unix.Fstatat(src.Dir, src.Name, &sst, unix.AT_SYMLINK_NOFOLLOW) == nil && sst.Nlink > 1
+	opt.SetXattrs = map[string][]byte{}
 	if origin := encodeOrigin(src.Dir, src.Name); origin != nil && !hardlinked {
-		opt.SetXattrs = map[string][]byte{n.u.ns.Name("origin"): origin}
+		opt.SetXattrs[n.u.ns.Name("origin")] = origin
+	}
+	// Metadata only where the kernel format allows it (trusted xattrs:
+	// a userxattr kernel mount follows no metacopy) and the file is one
+	// of its own with data to leave behind.
+	srcLayer := n.topLayer()
+	if how == metaOnly && n.u.metacopy && !n.dir && !hardlinked && sst.Mode&unix.S_IFMT == unix.S_IFREG && sst.Size > 0 {
+		opt.Metacopy = true
+		opt.SetXattrs[n.u.ns.Name("metacopy")] = []byte{}
 	}
 	// A copy-up is no change the user made: the upper parent keeps its
 	// times, as with kernel overlay.
@@ -66,8 +108,12 @@ func (n *node) copyUp(ctx context.Context, noData bool) syscall.Errno {
 		return fs.ToErrno(err)
 	}
 	n.u.stats.copyUps.Add(1)
-	if cst.Mode&unix.S_IFMT == unix.S_IFREG {
+	if cst.Mode&unix.S_IFMT == unix.S_IFREG && !opt.Metacopy && !opt.NoData {
 		n.u.stats.copyUpBytes.Add(uint64(cst.Size))
+	}
+	if opt.Metacopy {
+		n.dataLayer.Store(int32(srcLayer))
+		n.meta.Store(true)
 	}
 	n.u.markImpure(dst.Dir)
 	if keepTimes {
@@ -101,4 +147,62 @@ func (u *union) isImpure(dirfd int) bool {
 	var b [1]byte
 	_, err := unix.Getxattr(procPath(dirfd, ""), u.ns.Name("impure"), b[:])
 	return err == nil
+}
+
+// copyUpData gives a metacopy file its data: copied from the lower file
+// into the upper one in place (or dropped, for a truncate to 0), then the
+// metacopy mark goes. Until the mark is gone the data is read from below,
+// so a crash half way loses nothing. The write must not show as a change:
+// times and mode are put back.
+func (n *node) copyUpData(truncate bool) syscall.Errno {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.meta.Load() {
+		return 0
+	}
+	dirfd, name, errno := n.loc()
+	if errno != 0 {
+		return errno
+	}
+	out, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	defer unix.Close(out)
+	var st unix.Stat_t
+	if err := unix.Fstat(out, &st); err != nil {
+		return fs.ToErrno(err)
+	}
+	if truncate {
+		err = unix.Ftruncate(out, 0)
+	} else {
+		dfd, dname, errno := n.dataFile()
+		if errno != 0 {
+			return errno
+		}
+		in, oerr := openAt(dfd, dname, unix.O_RDONLY)
+		if oerr != nil {
+			return fs.ToErrno(oerr)
+		}
+		err = copyup.CopyData(in, out, st.Size)
+		unix.Close(in)
+		n.u.stats.copyUpBytes.Add(uint64(st.Size))
+	}
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	self := procPath(out, "")
+	unix.Chmod(self, st.Mode&^unix.S_IFMT)
+	unix.UtimesNanoAt(unix.AT_FDCWD, self, []unix.Timespec{st.Atim, st.Mtim}, 0)
+	if n.u.fsync {
+		if err := unix.Fsync(out); err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	for _, ns := range []whiteout.Namespace{whiteout.TrustedPrefix, whiteout.UserPrefix} {
+		unix.Fremovexattr(out, ns.Name("metacopy"))
+	}
+	n.meta.Store(false)
+	n.copyups.Add(1)
+	return 0
 }

@@ -384,7 +384,7 @@ func (d *node) make(ctx context.Context, name string, isDir bool, out *fuse.Entr
 	}
 	d.u.renameMu.RLock()
 	defer d.u.renameMu.RUnlock()
-	if errno := d.copyUp(ctx, false); errno != 0 {
+	if errno := d.copyUp(ctx, withData); errno != 0 {
 		return nil, errno
 	}
 	if errno := d.place(ctx, name, isDir, true, mk); errno != 0 {
@@ -440,7 +440,7 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	}
 	d.u.renameMu.RLock()
 	defer d.u.renameMu.RUnlock()
-	if errno := d.copyUp(ctx, false); errno != 0 {
+	if errno := d.copyUp(ctx, withData); errno != 0 {
 		return nil, nil, 0, errno
 	}
 	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL
@@ -478,10 +478,10 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	d.u.renameMu.RLock()
 	defer d.u.renameMu.RUnlock()
-	if errno := t.copyUp(ctx, false); errno != 0 {
+	if errno := t.copyUp(ctx, withData); errno != 0 {
 		return nil, errno
 	}
-	if errno := d.copyUp(ctx, false); errno != 0 {
+	if errno := d.copyUp(ctx, withData); errno != 0 {
 		return nil, errno
 	}
 	tfd, tname, errno := t.loc()
@@ -572,7 +572,7 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 			return syscall.ENOTEMPTY
 		}
 	}
-	if errno := d.copyUp(ctx, false); errno != 0 {
+	if errno := d.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
 	victim, unlock := d.lockChild(name)
@@ -695,6 +695,9 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	// A directory with a lower part moves in O(1): its upper copy records
 	// where that part lives (kernel redirect_dir).
 	redirect := s.dir && !s.pureUpper()
+	if redirect && !u.redirectDir {
+		return syscall.EXDEV // redirect_dir=off: mv copies instead
+	}
 	if t != nil && t.dir {
 		ents, errno := u.readMerged(t.layerDirs())
 		if errno != 0 {
@@ -707,10 +710,10 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if t != nil {
 		t.keepForOpeners()
 	}
-	if errno := s.copyUp(ctx, false); errno != 0 {
+	if errno := s.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
-	if errno := nd.copyUp(ctx, false); errno != 0 {
+	if errno := nd.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
 	if redirect {
@@ -778,13 +781,16 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // layer has a directory is made opaque so the two do not merge.
 func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName string, t *node) syscall.Errno {
 	sRedirect, tRedirect := s.dir && !s.pureUpper(), t.dir && !t.pureUpper()
-	if errno := s.copyUp(ctx, false); errno != 0 {
+	if (sRedirect || tRedirect) && !d.u.redirectDir {
+		return syscall.EXDEV
+	}
+	if errno := s.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
-	if errno := t.copyUp(ctx, false); errno != 0 {
+	if errno := t.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
-	if errno := nd.copyUp(ctx, false); errno != 0 {
+	if errno := nd.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
 	if sRedirect {

@@ -39,6 +39,11 @@ func (n *node) openTop(flags int) (int, syscall.Errno) {
 	if errno != 0 {
 		return -1, errno
 	}
+	if flags&unix.O_ACCMODE == unix.O_RDONLY && n.meta.Load() {
+		if dirfd, name, errno = n.dataFile(); errno != 0 {
+			return -1, errno
+		}
+	}
 	var fd int
 	var err error
 	if name == "" {
@@ -60,7 +65,7 @@ func (n *node) withTop(ctx context.Context, write bool, fn func(fd int) syscall.
 	defer n.u.renameMu.RUnlock()
 	flags := unix.O_RDONLY
 	if write {
-		if errno := n.copyUp(ctx, false); errno != 0 {
+		if errno := n.copyUp(ctx, withData); errno != 0 {
 			return errno
 		}
 		flags = unix.O_WRONLY
@@ -189,4 +194,31 @@ func asFile(f fs.FileHandle) *file {
 		return h.file
 	}
 	return nil
+}
+
+// dataFile locates a metacopy file's data: the same name in the parent's
+// data layer, or the descriptor find kept (name ""). EIO where find found
+// none, as the kernel answers then.
+func (n *node) dataFile() (int, string, syscall.Errno) {
+	if fd := n.dataFd.Load(); fd > 0 {
+		return int(fd), "", 0
+	}
+	layer := n.dataLayer.Load()
+	name, p, errno := n.parentNode()
+	if errno != 0 {
+		return -1, "", errno
+	}
+	if fd := p.fdOf(int(layer)); layer > 0 && fd >= 0 {
+		return fd, name, 0
+	}
+	return -1, "", syscall.EIO
+}
+
+// openAt opens name in dirfd without following a symlink, or, for name
+// "", reopens the O_PATH descriptor dirfd itself.
+func openAt(dirfd int, name string, flags int) (int, error) {
+	if name == "" {
+		return unix.Open(procPath(dirfd, ""), flags|unix.O_CLOEXEC, 0)
+	}
+	return unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 }

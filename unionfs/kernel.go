@@ -133,10 +133,16 @@ func MountKernel(opts Options, userxattr bool) error {
 	var flags []string
 	if userxattr {
 		flags = append(flags, "userxattr")
-	} else if err := unix.FsconfigSetString(fd, "redirect_dir", "on"); err != nil {
-		// Directory renames then answer EXDEV (mv copies); the
-		// union is still served correctly.
-		fsLog(fd)
+	} else {
+		// The features layerfs uses in the trusted format, so that
+		// both drivers read and write the same upper. An upper with
+		// metacopy files needs a kernel that reads them.
+		for _, f := range kernelFeatures(opts) {
+			k, v, _ := strings.Cut(f, "=")
+			if err := unix.FsconfigSetString(fd, k, v); err != nil {
+				return fail(f, err)
+			}
+		}
 	}
 	if opts.Volatile {
 		flags = append(flags, "volatile")
@@ -199,8 +205,11 @@ func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
 	}
 	if userxattr {
 		data += ",userxattr"
-	} else {
-		data += ",redirect_dir=on"
+	}
+	for _, f := range kernelFeatures(opts) {
+		if !userxattr {
+			data += "," + f
+		}
 	}
 	if opts.Volatile {
 		data += ",volatile"
@@ -213,4 +222,18 @@ func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
 		return fmt.Errorf("kernel overlay: %w", err)
 	}
 	return nil
+}
+
+// kernelFeatures are the kernel overlay options that match layerfs's own
+// behaviour for opts (trusted xattr format only: with userxattr the kernel
+// allows neither).
+func kernelFeatures(opts Options) []string {
+	if opts.NoRedirectDir {
+		return nil // metacopy=on needs redirect_dir=on
+	}
+	f := []string{"redirect_dir=on"}
+	if !opts.NoMetacopy {
+		f = append(f, "metacopy=on")
+	}
+	return f
 }

@@ -61,6 +61,12 @@ type union struct {
 	// node's (parent, name): see doc.go.
 	renameMu sync.RWMutex
 
+	// redirectDir: directories with a lower part rename by redirect.
+	// metacopy: metadata changes leave a file's data below. Both write
+	// kernel formats; metacopy only as trusted xattrs, the only form a
+	// kernel mount reads.
+	redirectDir, metacopy bool
+
 	// desc and stats answer StatusXattr (describe.go).
 	desc  description
 	stats counters
@@ -125,6 +131,8 @@ func openLayers(l *layout, o *Options) (*union, error) {
 		if o.UserXattr {
 			u.ns = whiteout.UserPrefix
 		}
+		u.redirectDir = !o.NoRedirectDir
+		u.metacopy = !o.NoMetacopy && u.ns == whiteout.TrustedPrefix
 	}
 	ok = true
 	return u, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -54,6 +55,13 @@ type node struct {
 	// anon is an fd of an O_TMPFILE file that has no name yet, else -1
 	// (0 in a zero node means "none" too: real values are >= 3).
 	anon atomic.Int32
+	// meta: a regular file whose upper copy holds metadata only (kernel
+	// metacopy). Its data is the copy of the same name in layer
+	// dataLayer of the parent, or, where a redirect names another place,
+	// dataFd: an O_PATH fd of it, kept until the node is forgotten.
+	meta      atomic.Bool
+	dataLayer atomic.Int32
+	dataFd    atomic.Int32
 }
 
 var (
@@ -180,6 +188,9 @@ func (n *node) OnForget() {
 		n.anon.Store(0)
 		n.u.release(fd)
 	}
+	if fd := n.dataFd.Swap(0); fd > 0 {
+		n.u.release(int(fd))
+	}
 	if n.dir {
 		for _, ld := range n.layerDirs() {
 			n.u.release(ld.fd)
@@ -195,13 +206,24 @@ type found struct {
 	dirs  []layerDir // directories: every merging layer, fds open
 	// exists: some layer shows the name (layer and st are set).
 	exists bool
+	// meta: an upper file with metadata only; its data is the same name
+	// in dataLayer, or data (an O_PATH fd, held) where a redirect names
+	// another place; neither is set where no data was found.
+	meta      bool
+	dataLayer int
+	data      int
 }
 
+// closeDirs releases the descriptors f holds.
 func (u *union) closeDirs(f *found) {
 	for _, ld := range f.dirs {
 		u.release(ld.fd)
 	}
 	f.dirs = nil
+	if f.data > 0 {
+		u.release(f.data)
+	}
+	f.data = 0
 }
 
 const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
@@ -245,7 +267,8 @@ func (d *node) find(name string) (found, syscall.Errno) {
 			return f, errno
 		}
 		if stop {
-			return f.result()
+			abs = ""
+			break
 		}
 		if strings.HasPrefix(redirect, "/") {
 			abs = redirect
@@ -276,7 +299,81 @@ func (d *node) find(name string) (found, syscall.Errno) {
 			abs = redirect
 		}
 	}
+	if f.exists && f.layer == upperLayer && mayBeMetacopy(&f.st) {
+		d.findData(&f, name)
+	}
 	return f.result()
+}
+
+// mayBeMetacopy: an upper file with metadata only is a hole of its data's
+// size; only such a file needs its xattrs read on lookup.
+func mayBeMetacopy(x *unix.Statx_t) bool {
+	// At most an xattr block (ext4) beside no data at all.
+	return x.Mode&unix.S_IFMT == unix.S_IFREG && x.Size > 0 && (x.Blocks*512 < x.Size || x.Blocks*512 <= 8192)
+}
+
+// findData looks up where the data of a metacopy upper file lives: the
+// same name in the lower layers of d, or what its redirect names (the
+// kernel writes one when it renames a metacopy file: the old name within
+// the same directory, else an absolute path).
+func (d *node) findData(f *found, name string) {
+	up := d.fdOf(upperLayer)
+	p := procPath(up, name)
+	if !hasXattr(p, whiteout.TrustedPrefix+"metacopy") && !hasXattr(p, whiteout.UserPrefix+"metacopy") {
+		return
+	}
+	f.meta = true // reads fail with EIO unless data is found
+	var redirect string
+	for _, ns := range []whiteout.Namespace{whiteout.TrustedPrefix, whiteout.UserPrefix} {
+		if v, err := copyup.GetXattr(p, ns.Name("redirect")); err == nil && whiteout.ValidRedirect(string(v)) {
+			redirect = string(v)
+		}
+	}
+	// try looks for the data at name in ld; keep says to hold an fd of it
+	// (its place is not the node's own name).
+	try := func(ld layerDir, name string, keep bool) (stop bool) {
+		var x unix.Statx_t
+		if err := statxAt(ld.fd, name, &x); err != nil {
+			return whiteout.HasFileWhiteout(ld.fd, name)
+		}
+		if x.Mode&unix.S_IFMT != unix.S_IFREG {
+			return true
+		}
+		f.st.Blocks = x.Blocks
+		if !keep {
+			f.dataLayer = ld.layer
+		} else if fd, err := unix.Openat(ld.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			d.u.hold(fd)
+			f.data = fd
+		}
+		return true
+	}
+	if !strings.HasPrefix(redirect, "/") {
+		keep := redirect != ""
+		if keep {
+			name = redirect // renamed within its directory
+		}
+		for _, ld := range d.layerDirs() {
+			if ld.layer != upperLayer && try(ld, name, keep) {
+				return
+			}
+		}
+		return
+	}
+	for layer := 1; layer < len(d.u.roots); layer++ {
+		if ld, base, ok := d.u.openParentPath(layer, redirect); ok {
+			stop := try(ld, base, true)
+			unix.Close(ld.fd)
+			if stop {
+				return
+			}
+		}
+	}
+}
+
+func hasXattr(p, name string) bool {
+	_, err := unix.Lgetxattr(p, name, nil)
+	return err == nil
 }
 
 func (f *found) result() (found, syscall.Errno) {
@@ -398,6 +495,7 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 		ch.dirs.Store(&dirs)
 	} else {
 		ch.layer.Store(int32(f.layer))
+		ch.takeData(&f)
 	}
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: uint32(f.st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen})
 	if old := in.Operations().(*node); old != ch {
@@ -410,6 +508,7 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 				old.dirs.Store(&dirs)
 			} else {
 				old.layer.Store(int32(f.layer))
+				old.takeData(&f)
 			}
 			old.forgotten.Store(false)
 		} else {
@@ -420,6 +519,20 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	d.u.fillAttr(attr, &f.st, len(f.dirs) > 1)
 	attr.Ino = ino
 	return in
+}
+
+// takeData makes a new (or revived) node of a metacopy file read its data
+// through the descriptor find opened.
+func (n *node) takeData(f *found) {
+	if !f.meta {
+		return
+	}
+	n.meta.Store(true)
+	n.dataLayer.Store(int32(f.dataLayer))
+	if f.data > 0 {
+		n.dataFd.Store(int32(f.data))
+	}
+	f.data = 0
 }
 
 func (u *union) fillAttr(a *fuse.Attr, x *unix.Statx_t, merged bool) {
@@ -469,6 +582,13 @@ func (n *node) getattr(out *fuse.AttrOut) syscall.Errno {
 	if errno := n.stat(&x); errno != 0 {
 		return errno
 	}
+	if n.meta.Load() {
+		// As the kernel: a metacopy file's blocks are its data's.
+		var dx unix.Statx_t
+		if fd, name, errno := n.dataFile(); errno == 0 && statxAt(fd, name, &dx) == nil {
+			x.Blocks = dx.Blocks
+		}
+	}
 	n.u.fillAttr(&out.Attr, &x, n.dir && len(n.layerDirs()) > 1)
 	return 0
 }
@@ -491,7 +611,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	n.u.renameMu.RLock()
 	defer n.u.renameMu.RUnlock()
 	size, hasSize := in.GetSize()
-	if errno := n.copyUp(ctx, hasSize && size == 0); errno != 0 {
+	if errno := n.copyUp(ctx, setattrCopy(hasSize, size)); errno != 0 {
 		return errno
 	}
 	fd, name, errno := n.loc()
@@ -641,7 +761,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		if !n.u.writable() {
 			return nil, 0, syscall.EROFS
 		}
-		if errno := n.copyUp(ctx, flags&syscall.O_TRUNC != 0); errno != 0 {
+		if errno := n.copyUp(ctx, openCopy(flags)); errno != 0 {
 			return nil, 0, errno
 		}
 	}
@@ -666,7 +786,20 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	layer, copies := n.topLayer(), n.copyups.Load()
 	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY
-	rfd, err := unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	var rfd int
+	var err error
+	if n.meta.Load() && !write {
+		// The backing file of a metacopy file is its lower data.
+		dfd, dname, errno := n.dataFile()
+		if errno != 0 {
+			n.mu.Unlock()
+			return nil, 0, errno
+		}
+		layer = 1 // a lower file: see lowerPT
+		rfd, err = openAt(dfd, dname, int(flags))
+	} else {
+		rfd, err = unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		n.mu.Unlock()
 		return nil, 0, fs.ToErrno(err)

@@ -120,7 +120,7 @@ func (n *node) changeXattr(ctx context.Context, attr string, change func(p strin
 	}
 	n.u.renameMu.RLock()
 	defer n.u.renameMu.RUnlock()
-	if errno := n.copyUp(ctx, false); errno != 0 {
+	if errno := n.copyUp(ctx, metaOnly); errno != 0 {
 		return errno
 	}
 	p, follow, errno := n.xattrTarget()

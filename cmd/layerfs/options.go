@@ -128,9 +128,29 @@ func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, wa
 			opts.ReadOnly = true
 		case "allow_other", "allow_root":
 			opts.AllowOther = true
-		case "redirect_dir", "index", "metacopy":
-			if val != "off" && val != "nofollow" && !(key == "redirect_dir" && val == "follow") {
-				return "", nil, fmt.Errorf("%s=%s is not supported yet", key, val)
+		case "redirect_dir":
+			// Redirects in the layers are always followed; "on" (the
+			// default) also makes them.
+			switch val {
+			case "on":
+				opts.NoRedirectDir = false
+			case "off", "follow", "nofollow":
+				opts.NoRedirectDir = true
+			default:
+				return "", nil, fmt.Errorf("redirect_dir=%s: want on, follow, nofollow or off", val)
+			}
+		case "metacopy":
+			switch val {
+			case "on":
+				opts.NoMetacopy = false
+			case "off":
+				opts.NoMetacopy = true
+			default:
+				return "", nil, fmt.Errorf("metacopy=%s: want on or off", val)
+			}
+		case "index":
+			if val != "off" {
+				return "", nil, fmt.Errorf("index=%s is not supported yet", val)
 			}
 		case "xattr_permissions":
 			if val != "0" {

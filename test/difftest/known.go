@@ -6,8 +6,9 @@ import (
 )
 
 // KernelOptions are the kernel overlay features the oracle is mounted
-// with: the ones layerfs implements (directory renames by redirect).
-const KernelOptions = "redirect_dir=on"
+// with: the ones layerfs implements (directory renames by redirect,
+// metadata-only copy-up).
+const KernelOptions = "redirect_dir=on,metacopy=on"
 
 // Known is an intended difference between layerfs and kernel overlayfs
 // (mounted with KernelOptions; otherwise kernel defaults: index=off,
@@ -48,6 +49,18 @@ var KnownDiffs = []Known{
 				}
 			}
 			return false
+		},
+	},
+	{
+		Name: "metacopy-moved",
+		Reason: `upper format: the kernel keeps a renamed or hard-linked metacopy ` +
+			`file metadata-only (a redirect on the file names its data); layerfs ` +
+			`copies the data up before it renames or links such a file, so it ` +
+			`writes no redirects on files. The merged views agree.`,
+		Tree: func(d TreeDiff) bool {
+			k, _, ok1 := strings.Cut(d.Kernel, " metacopy")
+			size, _, ok2 := strings.Cut(d.Layerfs, " sha=")
+			return d.Where == "upper" && ok1 && ok2 && k == size
 		},
 	},
 	{

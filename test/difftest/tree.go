@@ -22,6 +22,8 @@ type Node struct {
 	Target string // symlinks
 	Xattrs []string
 	Opaque bool // upper dirs
+	// Metacopy: an upper file with metadata only (its data is below).
+	Metacopy bool
 }
 
 // Tree maps a path ("" is the root) to its node.
@@ -162,6 +164,12 @@ func WalkUpper(root int) (Tree, error) {
 		if err := readContent(dirfd, name, n); err != nil {
 			return false, fmt.Errorf("upper %s: %w", p, err)
 		}
+		if typ == unix.S_IFREG {
+			// A metacopy file's content is below: its hole says nothing.
+			if _, err := unix.Lgetxattr(procPath(dirfd, name), "trusted.overlay.metacopy", nil); err == nil {
+				n.Hash, n.Metacopy = "", true
+			}
+		}
 		if typ == unix.S_IFDIR {
 			pp := procPath(dirfd, name)
 			for _, x := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
@@ -209,7 +217,9 @@ func describeUpper(n *Node) string {
 		return "whiteout"
 	}
 	s := typeName(n.Type)
-	if n.Type == unix.S_IFREG {
+	if n.Type == unix.S_IFREG && n.Metacopy {
+		s += fmt.Sprintf(" size=%d metacopy", n.Size)
+	} else if n.Type == unix.S_IFREG {
 		s += fmt.Sprintf(" size=%d sha=%s", n.Size, n.Hash)
 	}
 	if n.Type == unix.S_IFLNK {

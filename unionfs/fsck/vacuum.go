@@ -192,8 +192,8 @@ func (v *vacuumer) entry(e *stack.Entry, name string) bool {
 // owner, size, mtime, user-visible xattrs and content. Both must have one
 // link (removing one name of several, or showing a lower file with
 // several, changes st_nlink), and neither may carry union metadata other
-// than an origin record naming lo itself (a metacopy or redirected file
-// shows other data than its own).
+// than an origin record naming lo itself and, for a metacopy file, the
+// metacopy mark (a redirected file shows other data than its own).
 func (v *vacuumer) sameFile(up, lo stack.Loc) (bool, error) {
 	a, err := v.open(up)
 	if err != nil {
@@ -208,8 +208,19 @@ func (v *vacuumer) sameFile(up, lo stack.Loc) (bool, error) {
 	if !sameAttrs(&a.st, &b.st) || a.st.Size != b.st.Size || a.st.Nlink != 1 || b.st.Nlink != 1 {
 		return false, nil
 	}
-	if ok, err := sameXattrs(a, b, "origin"); !ok || err != nil {
+	// A metacopy upper file (no redirect: sameXattrs allows none) reads
+	// its data from the file the lowers show at its path, lo: only its
+	// metadata can differ.
+	meta := a.st.Mode&unix.S_IFMT == unix.S_IFREG && (hasXattr(a.proc(), whiteout.TrustedPrefix+"metacopy") || hasXattr(a.proc(), whiteout.UserPrefix+"metacopy"))
+	allowed := []string{"origin"}
+	if meta {
+		allowed = append(allowed, "metacopy")
+	}
+	if ok, err := sameXattrs(a, b, allowed...); !ok || err != nil {
 		return false, err
+	}
+	if meta {
+		return true, nil
 	}
 	if a.st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		ta, err := copyup.Readlink(a.dir, a.name)
@@ -434,4 +445,9 @@ func (r *ref) isOrigin(rec []byte) bool {
 		return false
 	}
 	return int32(rec[4]) == h.Type() && bytes.Equal(rec[21:], h.Bytes())
+}
+
+func hasXattr(p, name string) bool {
+	_, err := unix.Lgetxattr(p, name, nil)
+	return err == nil
 }

@@ -60,7 +60,7 @@ func vacuumFixture(t *testing.T) (f *fixture, kept []string) {
 		must(t, os.Chtimes(p, old, old))
 		return p
 	}
-	for _, n := range []string{"same", "content", "mode", "uid", "xattr", "mtime", "hardlink", "metacopy", "redirect", "origin-ok", "origin-other", "beside-wh", "whited", "shadowed"} {
+	for _, n := range []string{"same", "content", "mode", "uid", "xattr", "mtime", "hardlink", "metacopy", "metacopy-mode", "redirect", "origin-ok", "origin-other", "beside-wh", "whited", "shadowed"} {
 		lower(l2, n, "lower content of "+n)
 	}
 	lower(l1, "shadowed", "the top version")
@@ -83,16 +83,18 @@ func vacuumFixture(t *testing.T) (f *fixture, kept []string) {
 		}
 	}
 
-	// Identical copies: these go.
-	for _, n := range []string{"same", "link", "origin-ok", "emptydir"} {
+	// Identical copies: these go. A metacopy file reads its data from
+	// the lower file at its path: its metadata decides.
+	for _, n := range []string{"same", "link", "origin-ok", "emptydir", "metacopy"} {
 		cpA(t, filepath.Join(l2, n), filepath.Join(up, n))
 	}
+	setXattr(t, filepath.Join(up, "metacopy"), "trusted.overlay.metacopy", "")
 	cpA(t, filepath.Join(l1, "sub"), filepath.Join(up, "sub")) // a directory left empty goes too
 	cpA(t, filepath.Join(l1, "shadowed"), filepath.Join(up, "shadowed"))
 	setXattr(t, filepath.Join(up, "origin-ok"), "trusted.overlay.origin", originOf(t, filepath.Join(l2, "origin-ok")))
 
 	// Copies that differ in one respect each: these stay.
-	for _, n := range []string{"content", "mode", "uid", "xattr", "mtime", "hardlink", "metacopy", "redirect", "origin-other", "beside-wh", "whited", "lowerhl", "emptydir-mtime", "whdir"} {
+	for _, n := range []string{"content", "mode", "uid", "xattr", "mtime", "hardlink", "metacopy-mode", "redirect", "origin-other", "beside-wh", "whited", "lowerhl", "emptydir-mtime", "whdir"} {
 		cpA(t, filepath.Join(l2, n), filepath.Join(up, n))
 	}
 	must(t, os.WriteFile(filepath.Join(up, "content"), []byte("LOWER CONTENT OF content"), 0o644))
@@ -103,7 +105,8 @@ func vacuumFixture(t *testing.T) (f *fixture, kept []string) {
 	setXattr(t, filepath.Join(up, "xattr"), "user.tag", "v")
 	must(t, os.Chtimes(filepath.Join(up, "mtime"), old, old.Add(time.Nanosecond)))
 	must(t, os.Link(filepath.Join(up, "hardlink"), filepath.Join(up, "hardlink2")))
-	setXattr(t, filepath.Join(up, "metacopy"), "trusted.overlay.metacopy", "")
+	setXattr(t, filepath.Join(up, "metacopy-mode"), "trusted.overlay.metacopy", "")
+	must(t, os.Chmod(filepath.Join(up, "metacopy-mode"), 0o600))
 	setXattr(t, filepath.Join(up, "redirect"), "trusted.overlay.redirect", "/same")
 	setXattr(t, filepath.Join(up, "origin-other"), "trusted.overlay.origin", originOf(t, filepath.Join(l2, "same")))
 	fileWhiteout(t, filepath.Join(up, "beside-wh"))
@@ -118,7 +121,7 @@ func vacuumFixture(t *testing.T) (f *fixture, kept []string) {
 	writeFile(t, filepath.Join(up, "upper-only"), "u")
 
 	kept = []string{".wh.beside-wh", "beside-wh", "content", "emptydir-mtime", "hardlink", "hardlink2", "link-other", "lowerhl",
-		"metacopy", "mode", "mtime", "opq", "opq/f", "origin-other", "rd", "rd/f", "redirect", "uid", "upper-only", "whdir", "whdir/gone", "whited", "xattr"}
+		"metacopy-mode", "mode", "mtime", "opq", "opq/f", "origin-other", "rd", "rd/f", "redirect", "uid", "upper-only", "whdir", "whdir/gone", "whited", "xattr"}
 	return f, kept
 }
 
@@ -149,9 +152,9 @@ func TestVacuum(t *testing.T) {
 	assert.Empty(t, res.Errors)
 	sort.Strings(removed)
 	sort.Strings(dry)
-	assert.Equal(t, []string{"emptydir", "link", "origin-ok", "same", "shadowed", "sub", "sub/same2"}, removed)
+	assert.Equal(t, []string{"emptydir", "link", "metacopy", "origin-ok", "same", "shadowed", "sub", "sub/same2"}, removed)
 	assert.Equal(t, removed, dry, "the dry run listed something else")
-	assert.Equal(t, 5, res.Files)
+	assert.Equal(t, 6, res.Files)
 	assert.Equal(t, 2, res.Dirs)
 	assert.Greater(t, res.Bytes, int64(0))
 	assert.Equal(t, kept, upperNames(t, f.upper))

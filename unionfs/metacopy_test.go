@@ -1,0 +1,183 @@
+package unionfs
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"golang.org/x/sys/unix"
+)
+
+var bigData = bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+
+var plus = append(append([]byte{}, bigData...), '+')
+
+// sameData compares file content with want without dumping megabytes.
+func sameData(t *testing.T, want []byte, p string, what ...any) {
+	t.Helper()
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Errorf("%v: %v", what, err)
+		return
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Errorf("%v: %s: %d bytes, want %d; first difference at %d", what, p, len(got), len(want), i)
+	}
+}
+
+func blocksOf(t *testing.T, p string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Lstat(p, &st))
+	return st.Blocks
+}
+
+func isMetacopy(p string) bool {
+	_, err := unix.Lgetxattr(p, "trusted.overlay.metacopy", nil)
+	return err == nil
+}
+
+// chmod, chown, utimes and setxattr of a lower file copy its metadata
+// only; the first write copies the data, in place, and drops the mark.
+func TestMetacopy(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		for _, n := range []string{"mod", "own", "time", "xattr", "trunc"} {
+			must(t, os.WriteFile(filepath.Join(l[0], n), bigData, 0o644))
+		}
+		must(t, os.MkdirAll(filepath.Join(l[0], "tree/a/b"), 0o755))
+		for _, n := range []string{"tree/f1", "tree/a/f2", "tree/a/b/f3"} {
+			must(t, os.WriteFile(filepath.Join(l[0], n), bigData, 0o644))
+		}
+	})
+	lowerBlocks := blocksOf(t, filepath.Join(tu.lowers[0], "mod"))
+	var lst unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(tu.lowers[0], "mod"), &lst))
+
+	must(t, os.Chmod(tu.m("mod"), 0o600))
+	must(t, os.Chown(tu.m("own"), 123, 456))
+	must(t, os.Chtimes(tu.m("time"), time.Unix(1e9, 0), time.Unix(1e9, 0)))
+	must(t, unix.Setxattr(tu.m("xattr"), "user.k", []byte("v"), 0))
+	for _, n := range []string{"mod", "own", "time", "xattr"} {
+		up := filepath.Join(tu.upper, n)
+		assert.True(t, isMetacopy(up), "%s: metacopy mark", n)
+		assert.LessOrEqual(t, blocksOf(t, up), int64(8), "%s: no data in the upper copy (an xattr block at most)", n)
+		sameData(t, bigData, tu.m(n), "%s: data read from below", n)
+		assert.Equal(t, lowerBlocks, blocksOf(t, tu.m(n)), "%s: st_blocks are the data's", n)
+	}
+	st, err := os.Stat(tu.m("mod"))
+	must(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	assert.Equal(t, lst.Mtim.Nano(), st.ModTime().UnixNano(), "copy-up keeps mtime")
+	var ost unix.Stat_t
+	must(t, unix.Stat(tu.m("own"), &ost))
+	assert.Equal(t, []uint32{123, 456}, []uint32{ost.Uid, ost.Gid})
+
+	// chown -R over a tree moves no data.
+	before := tu.srv.u.stats.copyUpBytes.Load()
+	must(t, filepath.Walk(tu.m("tree"), func(p string, fi os.FileInfo, err error) error {
+		must(t, err)
+		return os.Lchown(p, 7, 7)
+	}))
+	assert.Equal(t, before, tu.srv.u.stats.copyUpBytes.Load(), "chown -R copied data")
+	assert.True(t, isMetacopy(filepath.Join(tu.upper, "tree/a/b/f3")))
+
+	// The first write brings the data up; metadata stays as set.
+	must(t, appendTo(tu.m("mod"), "+"))
+	up := filepath.Join(tu.upper, "mod")
+	assert.False(t, isMetacopy(up), "mark dropped after the data copy")
+	sameData(t, plus, tu.m("mod"))
+	sameData(t, plus, up)
+	st, err = os.Stat(tu.m("mod"))
+	must(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	assert.Equal(t, uint64(len(bigData)), tu.srv.u.stats.copyUpBytes.Load()-before, "one file's data copied")
+
+	// Truncating to zero copies nothing.
+	must(t, os.Chmod(tu.m("trunc"), 0o640))
+	must(t, os.Truncate(tu.m("trunc"), 0))
+	assert.Equal(t, "", readFile(t, tu.m("trunc")))
+	assert.False(t, isMetacopy(filepath.Join(tu.upper, "trunc")))
+
+	// After a remount the data is found below again.
+	tu.unmount(t)
+	tu.mount(t)
+	for _, n := range []string{"own", "time", "xattr", "tree/a/b/f3"} {
+		sameData(t, bigData, tu.m(n), "%s after remount", n)
+		assert.Equal(t, lowerBlocks, blocksOf(t, tu.m(n)), "%s: st_blocks after remount", n)
+	}
+	must(t, appendTo(tu.m("own"), "+"))
+	sameData(t, plus, tu.m("own"))
+	// Renaming or linking brings the data up first (no redirects on files).
+	must(t, os.Rename(tu.m("time"), tu.m("time2")))
+	assert.False(t, isMetacopy(filepath.Join(tu.upper, "time2")))
+	sameData(t, bigData, tu.m("time2"))
+}
+
+// Kernel overlay with metacopy=on reads layerfs's metacopy files, and
+// layerfs reads the kernel's, also one the kernel renamed (a redirect on
+// the file names its data).
+func TestMetacopyInterchange(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		for _, n := range []string{"a", "b", "c", "d"} {
+			must(t, os.WriteFile(filepath.Join(l[0], n), bigData, 0o644))
+		}
+		must(t, os.Mkdir(filepath.Join(l[0], "dir"), 0o755))
+	})
+	must(t, os.Chmod(tu.m("a"), 0o600))
+	tu.unmount(t)
+
+	kUnmount := kernelOverlay(t, tu.lowers[0], tu.upper, tu.work, tu.mnt, ",redirect_dir=on,metacopy=on")
+	sameData(t, bigData, tu.m("a"), "kernel reads layerfs's metacopy file")
+	must(t, os.Chmod(tu.m("b"), 0o600))
+	must(t, os.Chmod(tu.m("c"), 0o600))
+	must(t, os.Rename(tu.m("c"), tu.m("dir/c2")))
+	kUnmount()
+	assert.True(t, isMetacopy(filepath.Join(tu.upper, "b")), "the kernel made a metacopy file")
+	assert.True(t, isMetacopy(filepath.Join(tu.upper, "dir/c2")), "and kept it one across the rename")
+
+	tu.mount(t)
+	for _, n := range []string{"a", "b", "dir/c2"} {
+		sameData(t, bigData, tu.m(n), "layerfs reads %s", n)
+	}
+	must(t, appendTo(tu.m("dir/c2"), "+"))
+	sameData(t, plus, tu.m("dir/c2"))
+	sameData(t, bigData, filepath.Join(tu.lowers[0], "c"), "lower unchanged")
+}
+
+// With passthrough a read handle of a metacopy file is backed by its
+// data below; a writer then gets the upper file with the data in it.
+func TestMetacopyPassthrough(t *testing.T) {
+	tu := newTestUnionOpts(t, 1, Options{Passthrough: true}, func(l []string, u string) {
+		must(t, os.WriteFile(filepath.Join(l[0], "f"), bigData, 0o644))
+	})
+	must(t, os.Chmod(tu.m("f"), 0o640))
+	r, err := os.Open(tu.m("f"))
+	must(t, err)
+	defer r.Close()
+	buf := make([]byte, 16)
+	_, err = r.ReadAt(buf, 16)
+	must(t, err)
+	assert.Equal(t, bigData[16:32], buf)
+	must(t, appendTo(tu.m("f"), "+"))
+	sameData(t, plus, tu.m("f"))
+	assert.False(t, isMetacopy(filepath.Join(tu.upper, "f")))
+}
+
+// In the user xattr format a kernel mount follows no metacopy, so
+// layerfs copies data as it always did.
+func TestMetacopyNotInUserXattrFormat(t *testing.T) {
+	tu := newTestUnionOpts(t, 1, Options{UserXattr: true}, func(l []string, u string) {
+		must(t, os.WriteFile(filepath.Join(l[0], "f"), bigData, 0o644))
+	})
+	must(t, os.Chmod(tu.m("f"), 0o600))
+	_, err := unix.Lgetxattr(filepath.Join(tu.upper, "f"), "user.overlay.metacopy", nil)
+	assert.Error(t, err)
+	sameData(t, bigData, filepath.Join(tu.upper, "f"))
+}
