@@ -60,6 +60,13 @@ func Describe(mountpoint string) (*Description, error) {
 	case "overlay":
 		d := &Description{Driver: "kernel", MergedDir: m.Mountpoint}
 		d.LowerDirs, d.UpperDir, d.WorkDir = m.OverlayDirs()
+		// The kernel shows the paths as they were given: relative ones
+		// name nothing from here.
+		for _, p := range append(append([]string{}, d.LowerDirs...), d.UpperDir, d.WorkDir) {
+			if p != "" && !filepath.IsAbs(p) {
+				return nil, fmt.Errorf("%s was mounted with a relative layer path (%q): mountinfo cannot say where it is", m.Mountpoint, p)
+			}
+		}
 		for _, o := range m.Options {
 			if k, _, _ := cutKey(o); k != "lowerdir" && k != "lowerdir+" && k != "upperdir" && k != "workdir" {
 				d.Options = append(d.Options, o)
@@ -69,6 +76,12 @@ func Describe(mountpoint string) (*Description, error) {
 	case "fuse.layerfs", "fuse":
 		buf := make([]byte, 1<<16)
 		n, err := unix.Getxattr(m.Mountpoint, StatusXattr, buf)
+		if err == unix.ERANGE {
+			if sz, err2 := unix.Getxattr(m.Mountpoint, StatusXattr, nil); err2 == nil {
+				buf = make([]byte, sz+4096)
+				n, err = unix.Getxattr(m.Mountpoint, StatusXattr, buf)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: reading %s from the layerfs server: %w", m.Mountpoint, StatusXattr, err)
 		}
@@ -148,6 +161,8 @@ func describeOptions(l *layout, o *Options) description {
 	add(o.AllowOther, "allow_other")
 	add(o.UserXattr, "userxattr")
 	add(o.Passthrough, "passthrough")
+	add(o.NoRedirectDir, "redirect_dir=off")
+	add(o.NoMetacopy, "metacopy=off")
 	add(o.Timeout != 0, fmt.Sprintf("timeout=%g", o.Timeout.Seconds()))
 	add(len(o.UIDMap) > 0, "uidmapping="+formatIDMaps(o.UIDMap))
 	add(len(o.GIDMap) > 0, "gidmapping="+formatIDMaps(o.GIDMap))

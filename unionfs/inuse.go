@@ -135,8 +135,9 @@ func splitLowerdir(v string) []string {
 }
 
 // InUse says whether a live union uses upper or work: a kernel overlay
-// mount naming either, or a layerfs server holding the work dir's lock.
-// Offline tools that change layer dirs refuse while one does.
+// or layerfs mount naming either (in this mount namespace), or a layerfs
+// server holding the work dir's lock (in any). Offline tools that change
+// layer dirs refuse while one does.
 func InUse(upper, work string) (string, bool) {
 	same := func(a, b string) bool {
 		var sa, sb unix.Stat_t
@@ -144,12 +145,22 @@ func InUse(upper, work string) (string, bool) {
 	}
 	if ms, err := ReadMountInfo(); err == nil {
 		for _, m := range ms {
-			if m.FSType != "overlay" {
+			var u, w, what string
+			switch m.FSType {
+			case "overlay":
+				_, u, w = m.OverlayDirs()
+				what = "kernel overlay"
+			case "fuse.layerfs":
+				d, err := Describe(m.Mountpoint)
+				if err != nil {
+					continue
+				}
+				u, w, what = d.UpperDir, d.WorkDir, "layerfs"
+			default:
 				continue
 			}
-			_, u, w := m.OverlayDirs()
 			if same(u, upper) || same(w, work) || same(u, work) || same(w, upper) {
-				return "kernel overlay mounted at " + m.Mountpoint, true
+				return what + " mounted at " + m.Mountpoint, true
 			}
 		}
 	}

@@ -54,6 +54,13 @@ type Options struct {
 	SquashUID, SquashGID *uint32
 	// Debug logs every FUSE request to stderr.
 	Debug bool
+	// NoRedirectDir refuses to rename a directory that has a lower part
+	// (EXDEV, mv then copies), as kernel overlay with redirect_dir=off;
+	// redirects already in the layers are still followed.
+	NoRedirectDir bool
+	// NoMetacopy copies a file's data up with its metadata also for a
+	// chmod, chown, utimes or xattr change (kernel metacopy=off).
+	NoMetacopy bool
 }
 
 // ConfigError is a problem with the options themselves; nothing was mounted
@@ -200,4 +207,41 @@ func (o *Options) validate() (*layout, error) {
 		return nil, configErr("workdir %q is not on the same filesystem as upperdir %q", o.Work, o.Upper)
 	}
 	return l, nil
+}
+
+// ValidateLayers checks layer dirs as a mount would, for tools that work
+// on them offline: each exists and is a directory, and no upper or work
+// dir is the same as, inside or around a lower dir or the other. upper
+// and work may be empty.
+func ValidateLayers(lowers []string, upper, work string) error {
+	type dir struct{ what, real, given string }
+	var ds []dir
+	for _, p := range lowers {
+		r, err := resolveDir("lowerdir", p)
+		if err != nil {
+			return err
+		}
+		ds = append(ds, dir{"lowerdir", r, p})
+	}
+	for _, c := range []struct{ what, p string }{{"upperdir", upper}, {"workdir", work}} {
+		if c.p == "" {
+			continue
+		}
+		r, err := resolveDir(c.what, c.p)
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			switch {
+			case r == d.real:
+				return configErr("%s %q and %s %q are the same directory", c.what, c.p, d.what, d.given)
+			case inside(r, d.real):
+				return configErr("%s %q is inside %s %q", c.what, c.p, d.what, d.given)
+			case inside(d.real, r):
+				return configErr("%s %q is inside %s %q", d.what, d.given, c.what, c.p)
+			}
+		}
+		ds = append(ds, dir{c.what, r, c.p})
+	}
+	return nil
 }

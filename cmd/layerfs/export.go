@@ -70,22 +70,30 @@ func runExport(args []string, stdout *os.File, stderr io.Writer) int {
 			return bad(errors.New("refusing to write a tarball to a terminal: redirect stdout or give -o FILE"))
 		}
 	} else {
-		if out, err = os.OpenFile(*outArg, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+		// Written beside FILE and renamed over it at the end: a failed
+		// export leaves FILE as it was.
+		tmp := *outArg + ".layerfs-tmp"
+		if out, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
 			return bad(err)
 		}
+		defer os.Remove(tmp)
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "layerfs export: %v\n", err)
+		return 1
 	}
 	if err := export(out, l, mtime, stderr); err != nil {
-		fmt.Fprintf(stderr, "layerfs export: %v\n", err)
 		if out != stdout {
 			out.Close()
-			os.Remove(*outArg) // no half-written tarball left behind
 		}
-		return 1
+		return fail(err)
 	}
 	if out != stdout {
 		if err := out.Close(); err != nil {
-			fmt.Fprintf(stderr, "layerfs export: %v\n", err)
-			return 1
+			return fail(err)
+		}
+		if err := os.Rename(out.Name(), *outArg); err != nil {
+			return fail(err)
 		}
 	}
 	return 0

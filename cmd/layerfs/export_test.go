@@ -48,8 +48,12 @@ func TestExportOutput(t *testing.T) {
 	assert.Equal(t, 3*512, len(b), "one dir entry and the end of archive")
 	assert.Equal(t, "dir/", string(bytes.TrimRight(b[:100], "\x00")))
 
-	// A failed export leaves no tarball behind: here a metacopy file
-	// whose data is in no lower.
+	// A failed export leaves FILE as it was and nothing beside it: here
+	// a metacopy file whose data is in no lower.
+	good, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := filepath.Join(u, "dir", "metacopy")
 	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -61,6 +65,9 @@ func TestExportOutput(t *testing.T) {
 	assert.Equal(t, 1, runExport([]string{"-o", out, "--upper", u, "--lower", l}, os.Stdout, &errb))
 	assert.Contains(t, errb.String(), "layerfs export: ")
 	assert.Contains(t, errb.String(), "metacopy")
-	_, err = os.Stat(out)
+	after, err := os.ReadFile(out)
+	assert.NoError(t, err)
+	assert.Equal(t, good, after, "a failed export changed FILE")
+	_, err = os.Stat(out + ".layerfs-tmp")
 	assert.True(t, os.IsNotExist(err), "a half-written tarball was left: %v", err)
 }

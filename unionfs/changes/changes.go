@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"golang.org/x/sys/unix"
@@ -74,7 +76,19 @@ type Change struct {
 	Kind Kind   `json:"Kind"`
 }
 
-func (c Change) String() string { return string(c.Kind) + " " + c.Path }
+// String is the docker diff line. A path with a newline or another
+// control character, or that is not UTF-8, is written Go-quoted, so that
+// no name can forge lines (docker prints such names raw).
+func (c Change) String() string {
+	p := c.Path
+	for _, r := range p {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			p = strconv.Quote(p)
+			break
+		}
+	}
+	return string(c.Kind) + " " + p
+}
 
 // Diff lists the changes the upper makes to what the lowers show, sorted
 // by path, the way docker and podman diff an overlay container:

@@ -111,7 +111,7 @@ func (x *exporter) changed(p string, parent, e, _ *stack.Entry) error {
 	case unix.S_IFREG:
 		return x.file(hdr, real, parent, e)
 	case unix.S_IFLNK:
-		target, err := os.Readlink(real)
+		target, err := x.merged.Readlink(e.Top)
 		if err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func (x *exporter) changed(p string, parent, e, _ *stack.Entry) error {
 	default:
 		return fmt.Errorf("%s: unknown file type %o", real, st.Mode)
 	}
-	if err := addXattrs(hdr, real); err != nil {
+	if err := addXattrs(hdr, x.merged, e.Top); err != nil {
 		return err
 	}
 	return x.write(hdr, nil)
@@ -150,21 +150,24 @@ func (x *exporter) file(hdr *tar.Header, real string, parent, e *stack.Entry) er
 		x.links[id] = hdr.Name
 	}
 	hdr.Typeflag = tar.TypeReg
-	if err := addXattrs(hdr, real); err != nil {
+	if err := addXattrs(hdr, x.merged, e.Top); err != nil {
 		return err
 	}
-	src := real
-	if stack.Metacopy(real) {
+	// Every read goes beneath its layer's root and follows no symlink,
+	// so a live union cannot swap in a path to a host file.
+	from, loc := x.merged, e.Top
+	if metacopy(x.merged, e.Top) {
 		var err error
-		if src, err = x.metacopyData(parent, e); err != nil {
+		if from, loc, err = x.metacopyData(parent, e); err != nil {
 			return err
 		}
 	}
-	f, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := from.Open(loc, unix.O_RDONLY)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	src := f.Name()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return &os.PathError{Op: "fstat", Path: src, Err: err}
@@ -207,8 +210,13 @@ func (x *exporter) progress(n int64) {
 	}
 }
 
-// addXattrs records the xattrs of real in hdr, but not the union's own.
-func addXattrs(hdr *tar.Header, real string) error {
+// addXattrs records the xattrs of l in hdr, but not the union's own.
+func addXattrs(hdr *tar.Header, s *stack.Stack, l stack.Loc) error {
+	real, done, err := s.XattrPath(l)
+	if err != nil {
+		return err
+	}
+	defer done()
 	names, err := copyup.ListXattrs(real)
 	if errors.Is(err, unix.ENOTSUP) {
 		return nil
@@ -216,7 +224,9 @@ func addXattrs(hdr *tar.Header, real string) error {
 		return &os.PathError{Op: "listxattr", Path: real, Err: err}
 	}
 	for _, n := range names {
-		if whiteout.IsPrivateXattr(n) {
+		// A PAX record key ends at "=": such a name (Linux allows it)
+		// cannot be written without becoming another xattr.
+		if whiteout.IsPrivateXattr(n) || strings.ContainsAny(n, "=\x00") {
 			continue
 		}
 		v, err := copyup.GetXattr(real, n)
@@ -237,16 +247,16 @@ func addXattrs(hdr *tar.Header, real string) error {
 // the upper copy holds metadata only) where the kernel finds it: in the
 // layers below e, at e's own redirect when it has one (it was renamed),
 // else under the same name in the directories its parent merges.
-func (x *exporter) metacopyData(parent, e *stack.Entry) (string, error) {
+func (x *exporter) metacopyData(parent, e *stack.Entry) (*stack.Stack, stack.Loc, error) {
 	name := path.Base(e.Top.Path)
 	real := x.merged.Real(e.Top)
 	if r, ok := stack.Redirect(real); ok && strings.HasPrefix(r, "/") {
 		below := &stack.Stack{Layers: x.merged.Layers[e.Top.Layer+1:]}
 		d, err := below.Lookup(r)
 		if err == nil && d.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
-			return below.Real(d.Top), nil
+			return below, d.Top, nil
 		}
-		return "", fmt.Errorf("%s: metacopy file whose data (%s) is not in the lower layers", real, r)
+		return nil, stack.Loc{}, fmt.Errorf("%s: metacopy file whose data (%s) is not in the lower layers", real, r)
 	} else if ok {
 		name = r
 	}
@@ -254,11 +264,21 @@ func (x *exporter) metacopyData(parent, e *stack.Entry) (string, error) {
 		if d.Layer <= e.Top.Layer {
 			continue
 		}
-		p := x.merged.Real(stack.Loc{Layer: d.Layer, Path: path.Join(d.Path, name)})
+		l := stack.Loc{Layer: d.Layer, Path: path.Join(d.Path, name)}
 		var st unix.Stat_t
-		if unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-			return p, nil
+		if x.merged.Lstat(l, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return x.merged, l, nil
 		}
 	}
-	return "", fmt.Errorf("%s: metacopy file whose data is not in the lower layers", real)
+	return nil, stack.Loc{}, fmt.Errorf("%s: metacopy file whose data is not in the lower layers", real)
+}
+
+// metacopy reports whether the upper file l holds metadata only.
+func metacopy(s *stack.Stack, l stack.Loc) bool {
+	p, done, err := s.XattrPath(l)
+	if err != nil {
+		return false
+	}
+	defer done()
+	return stack.Metacopy(p)
 }

@@ -33,6 +33,11 @@ func (l Layers) resolve() (Layers, error) {
 	if len(l.Lowers) == 0 && l.Upper == "" {
 		return l, errors.New("no layers given")
 	}
+	// As a mount: an upper or work dir that is (or holds, or sits in) a
+	// lower would have a tool change the lower.
+	if err := unionfs.ValidateLayers(l.Lowers, l.Upper, l.Work); err != nil {
+		return l, err
+	}
 	one := func(what, p string) (string, error) {
 		r, err := filepath.EvalSymlinks(p)
 		if err != nil {
@@ -82,8 +87,13 @@ func (l Layers) lock() (unlock func(), err error) {
 	if who, busy := unionfs.InUse(l.Upper, l.Work); busy {
 		return nil, fmt.Errorf("%w by %s", ErrInUse, who)
 	}
+	if l.Upper == "" && l.Work == "" {
+		return func() {}, nil // lowers only: nothing is changed
+	}
 	if l.Work == "" {
-		return func() {}, nil
+		// The work dir's lock is how a layerfs server in another mount
+		// namespace is seen: without it, changing is not safe.
+		return nil, errors.New("changing the upper dir needs the workdir too (its lock tells whether a layerfs server uses the union)")
 	}
 	fd, err := unix.Open(l.Work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

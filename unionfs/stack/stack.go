@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/layerfs/layerfs/whiteout"
@@ -147,7 +148,7 @@ func (s *Stack) dirPath(layer int, p string) bool {
 		}
 		cur = path.Join(cur, c)
 		var st unix.Stat_t
-		if unix.Lstat(s.Real(Loc{layer, cur}), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if s.Lstat(Loc{layer, cur}, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return false
 		}
 	}
@@ -161,7 +162,7 @@ func (s *Stack) dirPath(layer int, p string) bool {
 func (s *Stack) childIn(e *Entry, l Loc) (redirect string, stop bool, err error) {
 	parent, name := path.Dir(s.Real(l)), path.Base(l.Path)
 	var st unix.Stat_t
-	if err := unix.Lstat(s.Real(l), &st); errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+	if err := s.Lstat(l, &st); errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return "", HasFileWhiteout(parent, name), nil
 	} else if err != nil {
 		return "", false, &os.PathError{Op: "lstat", Path: s.Real(l), Err: err}
@@ -192,7 +193,7 @@ func (s *Stack) ReadDir(dir *Entry) ([]string, error) {
 	seen := map[string]bool{}
 	var names []string
 	for _, d := range dir.Dirs {
-		ents, err := os.ReadDir(s.Real(d))
+		ents, err := s.readDir(d)
 		if err != nil {
 			return nil, err
 		}
@@ -200,16 +201,20 @@ func (s *Stack) ReadDir(dir *Entry) ([]string, error) {
 		var hides []string
 		for _, de := range ents {
 			n := de.Name()
-			if seen[n] || n == whiteout.OpaqueMarker {
+			if seen[n] {
 				continue
 			}
-			if t, ok := whiteout.Target(n); ok {
-				hides = append(hides, t)
+			if whiteout.IsMarkerName(n) {
+				// Markers, and names only a marker may have (".wh.",
+				// ".wh.."), are never shown, as through a mount.
+				if t, ok := whiteout.Target(n); ok {
+					hides = append(hides, t)
+				}
 				continue
 			}
 			seen[n] = true
 			var st unix.Stat_t
-			if unix.Lstat(filepath.Join(s.Real(d), n), &st) != nil || IsWhiteout(s.Real(d), n, &st) {
+			if s.Lstat(Loc{d.Layer, path.Join(d.Path, n)}, &st) != nil || IsWhiteout(s.Real(d), n, &st) {
 				continue
 			}
 			names = append(names, n)
@@ -303,4 +308,94 @@ func withDir(dir string, f func(fd int) bool) bool {
 	}
 	defer unix.Close(fd)
 	return f(fd)
+}
+
+// Reading a layer that may change meanwhile (the upper of a live union):
+// every access below goes from the layer's root through openat2 with
+// RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS, so a directory swapped for a
+// symlink never leads a tool outside the layer.
+
+func (s *Stack) openBeneath(layer int, rel string, flags int) (int, error) {
+	root, err := unix.Open(s.Layers[layer], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(root)
+	if rel == "" {
+		rel = "."
+	}
+	return unix.Openat2(root, rel, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+}
+
+// parentOf opens the directory holding l (an O_PATH fd the caller closes).
+func (s *Stack) parentOf(l Loc) (int, string, error) {
+	dir, name := path.Split(l.Path)
+	fd, err := s.openBeneath(l.Layer, strings.TrimSuffix(dir, "/"), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return -1, "", &os.PathError{Op: "open", Path: s.Real(Loc{l.Layer, dir}), Err: err}
+	}
+	return fd, name, nil
+}
+
+// Lstat describes l without following a symlink anywhere in its path.
+func (s *Stack) Lstat(l Loc, st *unix.Stat_t) error {
+	if l.Path == "" {
+		return unix.Stat(s.Layers[l.Layer], st)
+	}
+	fd, name, err := s.parentOf(l)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fstatat(fd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// Open opens l (flags as for open(2)) following no symlink.
+func (s *Stack) Open(l Loc, flags int) (*os.File, error) {
+	fd, err := s.openBeneath(l.Layer, l.Path, flags)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: s.Real(l), Err: err}
+	}
+	return os.NewFile(uintptr(fd), s.Real(l)), nil
+}
+
+// Readlink reads the symlink l.
+func (s *Stack) Readlink(l Loc) (string, error) {
+	fd, name, err := s.parentOf(l)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(fd, name, buf)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: s.Real(l), Err: err}
+	}
+	return string(buf[:n]), nil
+}
+
+// XattrPath returns a path for the xattr calls (l*xattr) on l that
+// follows no symlink on the way; call done when finished with it.
+func (s *Stack) XattrPath(l Loc) (p string, done func(), err error) {
+	fd, name, err := s.parentOf(l)
+	if err != nil {
+		return "", nil, err
+	}
+	p = "/proc/self/fd/" + strconv.Itoa(fd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p, func() { unix.Close(fd) }, nil
+}
+
+func (s *Stack) readDir(l Loc) ([]os.DirEntry, error) {
+	f, err := s.Open(l, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.ReadDir(-1)
 }
