@@ -57,6 +57,13 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
+	// A file with several names goes to the index; its parents stay
+	// where they are (index.go).
+	if !n.dir && n.u.index >= 0 && n.hasLinks(p, name) {
+		if errno := n.copyUpIndex(p, name, how); errno != syscall.ENOTSUP {
+			return errno
+		}
+	}
 	if errno := p.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}

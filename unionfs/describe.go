@@ -163,6 +163,7 @@ func describeOptions(l *layout, o *Options) description {
 	add(o.Passthrough, "passthrough")
 	add(o.NoRedirectDir, "redirect_dir=off")
 	add(o.NoMetacopy, "metacopy=off")
+	add(o.NoIndex, "index=off")
 	add(o.Timeout != 0, fmt.Sprintf("timeout=%g", o.Timeout.Seconds()))
 	add(len(o.UIDMap) > 0, "uidmapping="+formatIDMaps(o.UIDMap))
 	add(len(o.GIDMap) > 0, "gidmapping="+formatIDMaps(o.GIDMap))

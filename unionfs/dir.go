@@ -141,7 +141,9 @@ func (u *union) readMergedIno(dirs []layerDir, known func(name string) (uint64, 
 			}
 			if impure {
 				if o, ok := u.originIno(ld.fd, e.name); ok {
-					ino = o // d_ino equals st_ino of a copied-up entry
+					// d_ino equals st_ino of a copied-up entry
+					out = append(out, fuse.DirEntry{Name: e.name, Mode: dtToMode(e.typ), Ino: o})
+					continue
 				}
 			}
 			out = append(out, fuse.DirEntry{Name: e.name, Mode: dtToMode(e.typ), Ino: u.ino(ld.layer, ino)})
@@ -496,9 +498,10 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}); errno != 0 {
 		return nil, errno
 	}
+	// The node's attributes, with the link count the union shows.
 	var x unix.Statx_t
-	if err := statxAt(d.fdOf(upperLayer), name, &x); err != nil {
-		return nil, fs.ToErrno(err)
+	if errno := t.stat(&x); errno != 0 {
+		return nil, errno
 	}
 	d.u.fillAttr(&out.Attr, &x, false)
 	return t.EmbeddedInode(), 0
@@ -575,13 +578,20 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	if errno := d.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
+	// One name of a file with several: its other names keep the data.
+	if errno := d.ensureNamed(ctx, name, &f); errno != 0 {
+		return errno
+	}
 	victim, unlock := d.lockChild(name)
 	defer unlock()
 	if victim != nil {
-		if victim.inUpper() {
+		if victim.inUpper() && victim.indexName() == "" {
 			f.layer = upperLayer // copied up since we looked
 		}
 		victim.keepForOpeners()
+		if !isDir {
+			defer d.u.dropIndexIfUnused(victim)
+		}
 	}
 	up := d.fdOf(upperLayer)
 	if f.layer != upperLayer {
@@ -664,8 +674,10 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return errno
 	}
 	var t *node
+	var tfound found
 	if tf, errno := nd.find(newName); errno == 0 {
 		u.closeDirs(&tf)
+		tfound = tf
 		if t, errno = nd.child(ctx, newName); errno != 0 {
 			return errno
 		}
@@ -715,6 +727,19 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	if errno := nd.copyUp(ctx, withData); errno != 0 {
 		return errno
+	}
+	// A name of an indexed file moves as an upper name; a replaced one
+	// leaves the union as one (index.go).
+	if !s.dir {
+		if errno := d.linkUp(ctx, name, s); errno != 0 {
+			return errno
+		}
+	}
+	if t != nil && !t.dir {
+		if errno := nd.ensureNamed(ctx, newName, &tfound); errno != 0 {
+			return errno
+		}
+		defer u.dropIndexIfUnused(t)
 	}
 	if redirect {
 		if errno := s.setRedirect(nd == d); errno != 0 {
@@ -792,6 +817,16 @@ func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName s
 	}
 	if errno := nd.copyUp(ctx, withData); errno != 0 {
 		return errno
+	}
+	if !s.dir {
+		if errno := d.linkUp(ctx, name, s); errno != 0 {
+			return errno
+		}
+	}
+	if !t.dir {
+		if errno := nd.linkUp(ctx, newName, t); errno != 0 {
+			return errno
+		}
 	}
 	if sRedirect {
 		if errno := s.setRedirect(nd == d); errno != 0 {

@@ -61,6 +61,11 @@ type union struct {
 	// node's (parent, name): see doc.go.
 	renameMu sync.RWMutex
 
+	// index is an fd of W/index (hard links across copy-up, index.go),
+	// or -1; nlinkMu orders the updates of its link count records.
+	index   int
+	nlinkMu sync.Mutex
+
 	// redirectDir: directories with a lower part rename by redirect.
 	// metacopy: metadata changes leave a file's data below. Both write
 	// kernel formats; metacopy only as trusted xattrs, the only form a
@@ -76,7 +81,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{reads: newReadFds(256), work: -1, workDir: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
+	u := &union{reads: newReadFds(256), work: -1, workDir: -1, index: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -130,6 +135,9 @@ func openLayers(l *layout, o *Options) (*union, error) {
 		u.ns = whiteout.ProbeNamespace(u.work)
 		if o.UserXattr {
 			u.ns = whiteout.UserPrefix
+		}
+		if !o.NoIndex {
+			u.openIndex(u.workDir)
 		}
 		u.redirectDir = !o.NoRedirectDir
 		u.metacopy = !o.NoMetacopy && u.ns == whiteout.TrustedPrefix
@@ -260,7 +268,10 @@ func (u *union) close() {
 	if u.workDir >= 0 {
 		unix.Close(u.workDir)
 	}
-	u.work, u.workDir = -1, -1
+	if u.index >= 0 {
+		unix.Close(u.index)
+	}
+	u.work, u.workDir, u.index = -1, -1, -1
 }
 
 // ino composes the st_ino reported for an entry of layer whose real inode
@@ -338,6 +349,8 @@ func (u *union) baseIdentity(layer, dirfd int, name string, st *unix.Statx_t) (i
 		if v, err := copyup.GetXattr(procPath(dirfd, name), u.ns.Name("origin")); err == nil && len(v) > 21 && v[1] == 0xfb {
 			if o, ok := decodeOriginIno(v); ok && u.samefs {
 				ino = o
+			} else if l, o, ok := u.originLayer(v); ok {
+				layer, ino = l, o
 			}
 			h.Write(v[4:5])
 			h.Write(v[21:])
@@ -352,14 +365,57 @@ func (u *union) baseIdentity(layer, dirfd int, name string, st *unix.Statx_t) (i
 	return u.ino(layer, ino), uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
 }
 
-// originIno reads the origin record of an upper entry.
+// originLayer finds, where the layers span several filesystems, the lower
+// layer and inode an origin record names, so that a copy keeps the number
+// it had (layer index in the top bits) across remounts. The file handle
+// is opened on each lower filesystem in turn; that needs
+// CAP_DAC_READ_SEARCH, without which the copy reports its own number.
+func (u *union) originLayer(v []byte) (layer int, ino uint64, ok bool) {
+	h := unix.NewFileHandle(int32(v[4]), v[21:])
+	tried := map[uint64]bool{}
+	for i := upperLayer + 1; i < len(u.roots); i++ {
+		if tried[u.devIdx[i]] {
+			continue
+		}
+		tried[u.devIdx[i]] = true
+		// open_by_handle_at takes no O_PATH descriptor for the mount.
+		mfd, err := unix.Open(procPath(u.roots[i], ""), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		fd, err := unix.OpenByHandleAt(mfd, h, unix.O_PATH|unix.O_CLOEXEC)
+		unix.Close(mfd)
+		if err != nil {
+			continue
+		}
+		var st, rst unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if err == nil && unix.Fstat(u.roots[i], &rst) == nil && st.Dev == rst.Dev {
+			return i, st.Ino, true
+		}
+	}
+	return 0, 0, false
+}
+
+// originIno is the st_ino an upper entry with an origin record reports:
+// its origin's, composed with the origin's layer where the layers span
+// several filesystems.
 func (u *union) originIno(dirfd int, name string) (uint64, bool) {
 	p := procPath(dirfd, name)
 	v, err := copyup.GetXattr(p, u.ns.Name("origin"))
 	if err != nil {
 		return 0, false
 	}
-	return decodeOriginIno(v)
+	if u.samefs {
+		return decodeOriginIno(v)
+	}
+	if len(v) > 21 && v[1] == 0xfb {
+		if l, o, ok := u.originLayer(v); ok {
+			return u.ino(l, o), true
+		}
+	}
+	return 0, false
 }
 
 func procPath(dirfd int, name string) string {

@@ -62,6 +62,9 @@ type node struct {
 	meta      atomic.Bool
 	dataLayer atomic.Int32
 	dataFd    atomic.Int32
+	// idx names the index entry of a file with several names (index.go):
+	// every name reads and writes that inode.
+	idx atomic.Pointer[string]
 }
 
 var (
@@ -159,6 +162,9 @@ func (n *node) loc() (int, string, syscall.Errno) {
 	if n.dir {
 		return n.layerDirs()[0].fd, "", 0
 	}
+	if h := n.indexName(); h != "" {
+		return n.u.index, h, 0 // one inode for all its names
+	}
 	name, p, errno := n.parentNode()
 	if errno != 0 {
 		if fd := n.anonFd(); fd >= 0 {
@@ -212,6 +218,8 @@ type found struct {
 	meta      bool
 	dataLayer int
 	data      int
+	// index: the entry is a name of the indexed inode of that name.
+	index string
 }
 
 // closeDirs releases the descriptors f holds.
@@ -301,6 +309,9 @@ func (d *node) find(name string) (found, syscall.Errno) {
 	}
 	if f.exists && f.layer == upperLayer && mayBeMetacopy(&f.st) {
 		d.findData(&f, name)
+	}
+	if f.exists && f.dirs == nil && d.u.index >= 0 && f.st.Mode&unix.S_IFMT == unix.S_IFREG && f.st.Nlink > 1 {
+		d.findIndex(&f, name)
 	}
 	return f.result()
 }
@@ -483,9 +494,10 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	}
 	ch := &node{u: d.u, dir: f.dirs != nil}
 	ino, gen := d.u.identity(f.layer, d.fdOf(f.layer), name, &f.st)
-	if !ch.dir && f.layer != upperLayer && f.st.Nlink > 1 {
-		// Lower hard links are separate entries until copy-up (as in
-		// kernel overlay without index): keep their nodes apart.
+	if !ch.dir && f.layer != upperLayer && f.st.Nlink > 1 && d.u.index < 0 {
+		// Without the index, lower hard links are separate entries
+		// until copy-up (as in kernel overlay with index=off): keep
+		// their nodes apart. With it they are one node.
 		h := fnv.New64a()
 		h.Write([]byte(name))
 		gen ^= h.Sum64() ^ d.StableAttr().Ino
@@ -496,6 +508,7 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	} else {
 		ch.layer.Store(int32(f.layer))
 		ch.takeData(&f)
+		ch.takeIndex(&f)
 	}
 	in := d.NewInode(ctx, ch, fs.StableAttr{Mode: uint32(f.st.Mode) & unix.S_IFMT, Ino: ino, Gen: gen})
 	if old := in.Operations().(*node); old != ch {
@@ -509,9 +522,13 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 			} else {
 				old.layer.Store(int32(f.layer))
 				old.takeData(&f)
+				old.takeIndex(&f)
 			}
 			old.forgotten.Store(false)
 		} else {
+			if !old.dir {
+				old.takeIndex(&f)
+			}
 			d.u.closeDirs(&f)
 		}
 		old.mu.Unlock()
@@ -519,6 +536,15 @@ func (d *node) newChild(ctx context.Context, name string, f found, attr *fuse.At
 	d.u.fillAttr(attr, &f.st, len(f.dirs) > 1)
 	attr.Ino = ino
 	return in
+}
+
+// takeIndex makes a node of an indexed file use the index inode.
+func (n *node) takeIndex(f *found) {
+	if f.index != "" && n.indexName() == "" {
+		h := f.index
+		n.idx.Store(&h)
+		n.layer.Store(upperLayer)
+	}
 }
 
 // takeData makes a new (or revived) node of a metacopy file read its data
@@ -574,7 +600,13 @@ func (n *node) stat(x *unix.Statx_t) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	return fs.ToErrno(statxAt(fd, name, x))
+	if err := statxAt(fd, name, x); err != nil {
+		return fs.ToErrno(err)
+	}
+	if h := n.indexName(); h != "" {
+		x.Nlink = n.u.unionNlink(h, x.Nlink)
+	}
+	return 0
 }
 
 func (n *node) getattr(out *fuse.AttrOut) syscall.Errno {

@@ -58,6 +58,9 @@ type Options struct {
 	// (EXDEV, mv then copies), as kernel overlay with redirect_dir=off;
 	// redirects already in the layers are still followed.
 	NoRedirectDir bool
+	// NoIndex lets a copy-up of one name of a lower hard link make a file
+	// of its own, as kernel overlay with index=off.
+	NoIndex bool
 	// NoMetacopy copies a file's data up with its metadata also for a
 	// chmod, chown, utimes or xattr change (kernel metacopy=off).
 	NoMetacopy bool

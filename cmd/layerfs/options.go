@@ -149,8 +149,13 @@ func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, wa
 				return "", nil, fmt.Errorf("metacopy=%s: want on or off", val)
 			}
 		case "index":
-			if val != "off" {
-				return "", nil, fmt.Errorf("index=%s is not supported yet", val)
+			switch val {
+			case "on":
+				opts.NoIndex = false
+			case "off":
+				opts.NoIndex = true
+			default:
+				return "", nil, fmt.Errorf("index=%s: want on or off", val)
 			}
 		case "xattr_permissions":
 			if val != "0" {

@@ -19,7 +19,7 @@ func TestParseMountOptions(t *testing.T) {
 	assert.Len(t, w, 1)
 	assert.Contains(t, w[0], "bogus")
 
-	for _, bad := range []string{"lowerdir=", "lowerdir=/a::/b", "upperdir", "fsync=2", "uidmapping=0:1000", "uidmapping=a:b:c", "squash_to_uid=x", "redirect_dir=yes", "metacopy=1", "index=on"} {
+	for _, bad := range []string{"lowerdir=", "lowerdir=/a::/b", "upperdir", "fsync=2", "uidmapping=0:1000", "uidmapping=a:b:c", "squash_to_uid=x", "redirect_dir=yes", "metacopy=1", "index=yes"} {
 		var o unionfs.Options
 		_, err := parseMountOptions(bad, &o)
 		assert.Error(t, err, bad)

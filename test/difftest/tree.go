@@ -160,7 +160,7 @@ func WalkUpper(root int) (Tree, error) {
 			t[p] = &Node{Type: 0}
 			return false, nil
 		}
-		n := &Node{Type: typ, Size: st.Size}
+		n := &Node{Type: typ, Size: st.Size, Nlink: uint64(st.Nlink)}
 		if err := readContent(dirfd, name, n); err != nil {
 			return false, fmt.Errorf("upper %s: %w", p, err)
 		}
@@ -221,6 +221,9 @@ func describeUpper(n *Node) string {
 		s += fmt.Sprintf(" size=%d metacopy", n.Size)
 	} else if n.Type == unix.S_IFREG {
 		s += fmt.Sprintf(" size=%d sha=%s", n.Size, n.Hash)
+	}
+	if n.Type == unix.S_IFREG && n.Nlink > 1 {
+		s += " hl" // a name of an index inode
 	}
 	if n.Type == unix.S_IFLNK {
 		s += " target=" + n.Target
