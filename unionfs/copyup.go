@@ -57,10 +57,9 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	// A file with several names goes to the index; its parents stay
-	// where they are (index.go).
+	// A file with several names goes to the index (index.go).
 	if !n.dir && n.u.index >= 0 && n.hasLinks(p, name) {
-		if errno := n.copyUpIndex(p, name, how); errno != syscall.ENOTSUP {
+		if errno := n.copyUpIndex(ctx, p, name, how); errno != syscall.ENOTSUP {
 			return errno
 		}
 	}

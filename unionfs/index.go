@@ -90,12 +90,13 @@ func (n *node) hasLinks(p *node, name string) bool {
 }
 
 // copyUpIndex copies the lower file p/name (one of several names of its
-// inode) into the index, unless an earlier copy-up did. The name goes
-// into the upper dir too where its directory already is there, so that
-// a kernel mount without index shows the change under it; other names
-// are linked up when they are renamed or removed. ENOTSUP: the layer
-// has no file handles, the caller copies as without index.
-func (n *node) copyUpIndex(p *node, name string, how copyMode) syscall.Errno {
+// inode) into the index, unless an earlier copy-up did, and links that
+// name into the upper dir too: the upper dir then shows the change under
+// at least one name (what podman diff and commit read, and a kernel mount
+// without index). Other names are linked up when they are renamed or
+// removed. ENOTSUP: the layer has no file handles, the caller copies as
+// without index.
+func (n *node) copyUpIndex(ctx context.Context, p *node, name string, how copyMode) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.inUpper() {
@@ -132,10 +133,7 @@ func (n *node) copyUpIndex(p *node, name string, how copyMode) syscall.Errno {
 	n.idx.Store(&hexName)
 	n.layer.Store(upperLayer)
 	n.copyups.Add(1)
-	if p.inUpper() {
-		return p.linkUp(context.Background(), name, n)
-	}
-	return 0
+	return p.linkUp(ctx, name, n)
 }
 
 // linkUp makes sure the name d/name of the indexed node n is in the upper

@@ -287,8 +287,11 @@ func (d *node) find(name string) (found, syscall.Errno) {
 		}
 	}
 	for layer := last + 1; abs != "" && layer < len(d.u.roots); layer++ {
-		ld, base, ok := d.u.openParentPath(layer, abs)
-		if !ok {
+		ld, base, walk := d.u.openParentPath(layer, abs)
+		if walk == walkStop {
+			break
+		}
+		if walk == walkMissing {
 			continue
 		}
 		stop, redirect, errno := d.u.findIn(&f, ld, base)
@@ -297,7 +300,7 @@ func (d *node) find(name string) (found, syscall.Errno) {
 			d.u.closeDirs(&f)
 			return f, errno
 		}
-		if stop {
+		if stop || walk == walkLast {
 			break
 		}
 		if redirect != "" && !strings.HasPrefix(redirect, "/") {
@@ -372,12 +375,17 @@ func (d *node) findData(f *found, name string) {
 		return
 	}
 	for layer := 1; layer < len(d.u.roots); layer++ {
-		if ld, base, ok := d.u.openParentPath(layer, redirect); ok {
-			stop := try(ld, base, true)
-			unix.Close(ld.fd)
-			if stop {
-				return
-			}
+		ld, base, walk := d.u.openParentPath(layer, redirect)
+		if walk == walkStop {
+			return
+		}
+		if walk == walkMissing {
+			continue
+		}
+		stop := try(ld, base, true)
+		unix.Close(ld.fd)
+		if stop || walk == walkLast {
+			return
 		}
 	}
 }
@@ -432,27 +440,56 @@ func (u *union) findIn(f *found, ld layerDir, name string) (stop bool, redirect 
 	return m.Opaque, m.Redirect, 0
 }
 
+// walkResult says how the walk along an absolute redirect path went in
+// one layer.
+type walkResult int
+
+const (
+	walkFound   walkResult = iota // the parent directory is open
+	walkLast                      // open, and an opaque directory on the way hides the layers below
+	walkMissing                   // a component is missing: try the next layer
+	walkStop                      // a whiteout or a non-directory on the way hides the path below
+)
+
 // openParentPath opens, in layer, the directory holding the last
 // component of the absolute path p (an O_PATH fd the caller closes), for
-// following an absolute redirect.
-func (u *union) openParentPath(layer int, p string) (layerDir, string, bool) {
+// following an absolute redirect. As the kernel, whiteouts and opaque
+// directories on the way count.
+func (u *union) openParentPath(layer int, p string) (layerDir, string, walkResult) {
 	dir, base := path.Split(strings.TrimPrefix(p, "/"))
 	fd, err := unix.Openat(u.roots[layer], ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return layerDir{}, "", false
+		return layerDir{}, "", walkMissing
 	}
+	result := walkFound
 	for _, c := range strings.Split(strings.Trim(dir, "/"), "/") {
 		if c == "" {
 			continue
 		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, c, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			stop := whiteout.HasFileWhiteout(fd, c)
+			unix.Close(fd)
+			if stop {
+				return layerDir{}, "", walkStop
+			}
+			return layerDir{}, "", walkMissing
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			unix.Close(fd)
+			return layerDir{}, "", walkStop // a whiteout, or a file over the path
+		}
 		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		unix.Close(fd)
 		if err != nil {
-			return layerDir{}, "", false
+			return layerDir{}, "", walkMissing
 		}
 		fd = next
+		if whiteout.ReadOpacity(fd).Opaque {
+			result = walkLast
+		}
 	}
-	return layerDir{layer, fd, whiteout.ReadOpacity(fd)}, base, true
+	return layerDir{layer, fd, whiteout.ReadOpacity(fd)}, base, result
 }
 
 // lowerHas reports whether a layer below the upper one shows name in d,

@@ -304,6 +304,25 @@ chmod g/f mode=0600
 `,
 	},
 	{
+		name:  "redirect-through-whiteout",
+		seed:  5031,
+		fixed: "an absolute redirect was followed through a whiteout in a middle layer (d in L2), merging L3's d/c into the moved directory",
+		stack: `
+layers=3
+L3 dir d mode=0755 uid=1001 gid=0
+L3 dir d/c mode=0775 uid=0 gid=1000
+L3 dir d/c/g mode=1777 uid=1000 gid=1000 x=user.c=v54
+L2 whiteout d form=chr
+L1 dir d mode=1777 uid=1000 gid=1000
+L1 dir d/c mode=0700 uid=0 gid=0
+`,
+		ops: `
+create n2 mode=0644 len=295 pat=269
+rename n2 d/c flags=exchange
+dropcaches .
+`,
+	},
+	{
 		name:  "rmdir-notempty-copies-up",
 		seed:  175,
 		fixed: "upper only: a failing rmdir (ENOTEMPTY) copies the parents up first; the kernel checks emptiness first",

@@ -111,14 +111,18 @@ func (s *Stack) Child(dir *Entry, name string) (*Entry, error) {
 	}
 	for j := last + 1; abs != "" && j < len(s.Layers); j++ {
 		p := strings.Trim(path.Clean(abs), "/")
-		if !s.dirPath(j, path.Dir(p)) {
+		walk := s.dirPath(j, path.Dir(p))
+		if walk == pathStop {
+			break
+		}
+		if walk == pathMissing {
 			continue
 		}
 		r, stop, err := s.childIn(&e, Loc{j, p})
 		if err != nil {
 			return nil, err
 		}
-		if stop {
+		if stop || walk == pathLast {
 			break
 		}
 		if r != "" && !strings.HasPrefix(r, "/") {
@@ -138,21 +142,44 @@ func (e *Entry) found() (*Entry, error) {
 	return e, nil
 }
 
-// dirPath reports whether every component of p in layer is a directory
-// (not a symlink), so an absolute redirect never leads out of the layer.
-func (s *Stack) dirPath(layer int, p string) bool {
-	cur := ""
+// pathWalk says how a walk along an absolute redirect path went in one
+// layer.
+type pathWalk int
+
+const (
+	pathFound   pathWalk = iota
+	pathLast             // an opaque directory on the way hides the layers below
+	pathMissing          // a component is missing: try the next layer
+	pathStop             // a whiteout or a non-directory on the way hides the path below
+)
+
+// dirPath walks p in layer as the kernel follows an absolute redirect:
+// every component must be a directory (never a symlink, so the walk
+// stays in the layer); a whiteout or a file ends the walk for good, and
+// an opaque directory after this layer.
+func (s *Stack) dirPath(layer int, p string) pathWalk {
+	cur, result := "", pathFound
 	for _, c := range strings.Split(p, "/") {
 		if c == "" || c == "." {
 			continue
 		}
+		parent := cur
 		cur = path.Join(cur, c)
 		var st unix.Stat_t
-		if s.Lstat(Loc{layer, cur}, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return false
+		if err := s.Lstat(Loc{layer, cur}, &st); err != nil {
+			if HasFileWhiteout(s.Real(Loc{layer, parent}), c) {
+				return pathStop
+			}
+			return pathMissing
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return pathStop
+		}
+		if ReadOpacity(s.Real(Loc{layer, cur})).Opaque {
+			result = pathLast
 		}
 	}
-	return true
+	return result
 }
 
 // childIn looks at l and adds what it finds to e. stop says the walk ends
