@@ -205,9 +205,7 @@ func (n *node) copyUpData(truncate bool) syscall.Errno {
 			return fs.ToErrno(err)
 		}
 	}
-	for _, ns := range []whiteout.Namespace{whiteout.TrustedPrefix, whiteout.UserPrefix} {
-		unix.Fremovexattr(out, ns.Name("metacopy"))
-	}
+	unix.Fremovexattr(out, whiteout.TrustedPrefix+"metacopy")
 	n.meta.Store(false)
 	n.copyups.Add(1)
 	return 0

@@ -333,7 +333,9 @@ func mayBeMetacopy(x *unix.Statx_t) bool {
 func (d *node) findData(f *found, name string) {
 	up := d.fdOf(upperLayer)
 	p := procPath(up, name)
-	if !hasXattr(p, whiteout.TrustedPrefix+"metacopy") && !hasXattr(p, whiteout.UserPrefix+"metacopy") {
+	// Only the trusted form exists: a userxattr kernel mount makes and
+	// follows no metacopy files, and neither does layerfs.
+	if !hasXattr(p, whiteout.TrustedPrefix+"metacopy") {
 		return
 	}
 	f.meta = true // reads fail with EIO unless data is found
