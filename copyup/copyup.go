@@ -19,7 +19,11 @@ type Options struct {
 	// NoData copies metadata only and leaves a regular file empty (an
 	// open with O_TRUNC is about to discard the data anyway).
 	NoData bool
-	// Fsync flushes the copy to disk before it is renamed into place.
+	// Fsync flushes a copied file's data to disk before the copy is
+	// renamed into place, so a crash never leaves an upper file without
+	// its data. Copies without data (directories, metadata only) are not
+	// synced, as in kernel overlay: the rename is ordered after their
+	// metadata by the filesystem's journal.
 	Fsync bool
 	// SkipXattr reports xattrs that must not be copied (the union's own
 	// metadata).
@@ -83,13 +87,7 @@ func makeCopy(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 			return err
 		}
 		defer unix.Close(fd)
-		if err := copyMeta(src, st, fd, opt); err != nil {
-			return err
-		}
-		if opt.Fsync {
-			return unix.Fsync(fd)
-		}
-		return nil
+		return copyMeta(src, st, fd, opt)
 	case unix.S_IFLNK:
 		target, err := Readlink(src.Dir, src.Name)
 		if err != nil {
@@ -136,7 +134,7 @@ func copyFile(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 	if err := copyMeta(src, st, out, opt); err != nil {
 		return err
 	}
-	if opt.Fsync {
+	if opt.Fsync && !opt.Metacopy && !opt.NoData && st.Size > 0 {
 		return unix.Fsync(out)
 	}
 	return nil
