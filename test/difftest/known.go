@@ -7,8 +7,9 @@ import (
 
 // KernelOptions are the kernel overlay features the oracle is mounted
 // with: the ones layerfs implements (directory renames by redirect,
-// metadata-only copy-up).
-const KernelOptions = "redirect_dir=on,metacopy=on,index=on"
+// metadata-only copy-up, hard links through the index, xino; the
+// generated layers share one filesystem, where xino changes no number).
+const KernelOptions = "redirect_dir=on,metacopy=on,index=on,xino=on"
 
 // Known is an intended difference between layerfs and kernel overlayfs
 // (mounted with KernelOptions; otherwise kernel defaults: index=off,
