@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,56 +22,12 @@ func cvRun(t *testing.T, tr *tree, tool string, args ...string) result {
 	return run(t, binary, append([]string{tool, "-o", tr.opts()}, args...)...)
 }
 
-// cvView describes a merged tree as a user sees it: names, types and
-// modes, owners, mtimes, sizes, content hashes, link counts of files,
-// symlink targets and every xattr listed. Inode numbers are left out:
-// a copy made without an origin record has its own.
+// cvView describes a merged tree as a user sees it, with mtimes and
+// every xattr listed. Inode numbers are left out: a copy made without an
+// origin record has its own.
 func cvView(t *testing.T, root string) string {
 	t.Helper()
-	var lines []string
-	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		st := fi.Sys().(*syscall.Stat_t)
-		line := fmt.Sprintf("%s %v uid=%d gid=%d mtime=%d.%09d", rel, fi.Mode(), st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
-		switch {
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" size=%d sha=%x nlink=%d", fi.Size(), sha256.Sum256(data), st.Nlink)
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			line += " -> " + target
-		}
-		lines = append(lines, line+" xattrs="+cvXattrs(p))
-		return nil
-	})
-	req.NoError(t, err)
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
-
-func cvXattrs(p string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		return "?"
-	}
-	var out []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name == "" {
-			continue
-		}
-		v := make([]byte, 64<<10)
-		m, _ := unix.Lgetxattr(p, name, v)
-		out = append(out, name+"="+string(v[:max(m, 0)]))
-	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
+	return treeView(t, root, viewOpts{mtime: true, allXattr: true})
 }
 
 // cvSnapshot describes every entry of a layer dir, metadata (owner,
@@ -87,7 +42,7 @@ func cvSnapshot(t *testing.T, dir string) string {
 		rel, _ := filepath.Rel(dir, p)
 		st := fi.Sys().(*syscall.Stat_t)
 		fmt.Fprintf(&b, "%s %v %d:%d size=%d rdev=%d mtime=%d.%d ctime=%d.%d ino=%d xattrs=%s", rel, fi.Mode(), st.Uid, st.Gid, st.Size, st.Rdev,
-			st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec, st.Ino, cvXattrs(p))
+			st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec, st.Ino, xattrList(p, true))
 		if fi.Mode().IsRegular() {
 			data, _ := os.ReadFile(p)
 			fmt.Fprintf(&b, " %x", sha256.Sum256(data))
@@ -263,7 +218,7 @@ func TestCheckUppersWrittenByUnionsAreClean(t *testing.T) {
 		r := run(t, "unshare", "--user", "--map-root-user", "--mount", "sh", "-ec",
 			`mount -t overlay overlay -o "$1,userxattr" "$2"; sh -c "$3" sh "$2"; umount "$2"`, "sh", tr.opts(), tr.mnt, cvActivity)
 		req.Equal(t, 0, r.code, "%s%s", r.stdout, r.stderr)
-		req.Contains(t, cvXattrs(filepath.Join(tr.upper, "opaque")), "user.overlay.opaque=y", "the session did not write userxattr markers")
+		req.Contains(t, xattrList(filepath.Join(tr.upper, "opaque"), true), "user.overlay.opaque=y", "the session did not write userxattr markers")
 		cvAssertClean(t, tr)
 	})
 	for _, extra := range [][]string{nil, {"-o", "userxattr"}} {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"unsafe"
@@ -300,7 +299,7 @@ func dxWalk(t *testing.T, root string) string {
 		case unix.S_IFCHR, unix.S_IFBLK:
 			line += fmt.Sprintf(" dev %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 		}
-		line += dxUserXattrs(t, p)
+		line += " " + xattrList(p, false)
 		ino := uint64(0)
 		if st.Mode&unix.S_IFMT == unix.S_IFREG {
 			ino = st.Ino
@@ -324,29 +323,6 @@ func dxWalk(t *testing.T, root string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-func dxUserXattrs(t *testing.T, p string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		return ""
-	}
-	var names []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if strings.HasPrefix(name, "user.") {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	s := ""
-	for _, name := range names {
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(p, name, v)
-		noErr(t, err)
-		s += fmt.Sprintf(" %s=%q", name, v[:m])
-	}
-	return s
 }
 
 // Bad input: one line on stderr naming the command, exit 2, nothing on

@@ -5,13 +5,18 @@ package test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // binary is the layerfs built for this test run.
@@ -235,4 +240,72 @@ func snapshot(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// viewOpts say what treeView shows beside names, types, modes, owners,
+// file sizes, content hashes, link counts, symlink targets and xattrs.
+type viewOpts struct {
+	ino      bool // inode numbers
+	mtime    bool // modification times (ns)
+	allXattr bool // every xattr, not only user.*
+}
+
+// treeView describes a tree as a user sees it, one sorted line per entry,
+// to compare two trees.
+func treeView(t *testing.T, root string, o viewOpts) string {
+	t.Helper()
+	var lines []string
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		st := fi.Sys().(*syscall.Stat_t)
+		line := fmt.Sprintf("%s %v uid=%d gid=%d", rel, fi.Mode(), st.Uid, st.Gid)
+		if o.ino {
+			line += fmt.Sprintf(" ino=%d", st.Ino)
+		}
+		if o.mtime {
+			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		switch {
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" size=%d sha=%x nlink=%d", fi.Size(), sha256.Sum256(data), st.Nlink)
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			line += " -> " + target
+		}
+		lines = append(lines, line+" xattrs="+xattrList(p, o.allXattr))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// xattrList lists the xattrs of p (not following a symlink) as sorted
+// name=value pairs: user.* ones, or all.
+func xattrList(p string, all bool) string {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		return "?"
+	}
+	var out []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name == "" || !all && !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		v := make([]byte, 64<<10)
+		m, _ := unix.Lgetxattr(p, name, v)
+		out = append(out, name+"="+string(v[:max(m, 0)]))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }

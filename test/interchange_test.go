@@ -1,72 +1,21 @@
 package test
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
-	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"golang.org/x/sys/unix"
 )
 
-// mergedView describes a merged tree for comparison across drivers:
-// names, types, permissions, owners, sizes, content hashes, symlink
-// targets, user.* xattrs and inode numbers.
+// mergedView describes a merged tree: names, types, modes, owners,
+// content, symlink targets, user.* xattrs and inode numbers.
 func mergedView(t *testing.T, root string) string {
 	t.Helper()
-	var lines []string
-	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		st := fi.Sys().(*syscall.Stat_t)
-		line := fmt.Sprintf("%s %v uid=%d gid=%d ino=%d", rel, fi.Mode(), st.Uid, st.Gid, st.Ino)
-		switch {
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" size=%d sha=%x nlink=%d", fi.Size(), sha256.Sum256(data), st.Nlink)
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			line += " -> " + target
-		}
-		line += " xattrs=" + userXattrs(p)
-		lines = append(lines, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
-
-func userXattrs(p string) string {
-	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		return "?"
-	}
-	var out []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if !strings.HasPrefix(name, "user.") {
-			continue
-		}
-		v := make([]byte, 4096)
-		m, _ := unix.Lgetxattr(p, name, v)
-		out = append(out, name+"="+string(v[:max(m, 0)]))
-	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
+	return treeView(t, root, viewOpts{ino: true})
 }
 
 // changes applies a representative set of changes through a merged view.
