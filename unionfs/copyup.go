@@ -121,7 +121,7 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 		n.dataLayer.Store(int32(srcLayer))
 		n.meta.Store(true)
 	}
-	n.u.markImpure(dst.Dir)
+	p.markImpure()
 	if keepTimes {
 		unix.UtimesNanoAt(unix.AT_FDCWD, procPath(dst.Dir, ""), []unix.Timespec{pst.Atim, pst.Mtim}, 0)
 	}
@@ -140,9 +140,20 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	return 0
 }
 
-// markImpure records on an upper directory that it holds entries copied
-// up (or moved in) whose inode numbers come from elsewhere, as the kernel
-// does, so readdir knows where to look for origins.
+// markImpure records on the directory's upper copy that it holds entries
+// copied up (or moved in) whose inode numbers come from elsewhere, as the
+// kernel does, so readdir knows where to look for origins. The node
+// remembers it, so a copy-up pays no syscall for it after the first.
+func (d *node) markImpure() {
+	if d.impure.Load() {
+		return
+	}
+	if fd := d.fdOf(upperLayer); fd >= 0 {
+		d.u.markImpure(fd)
+		d.impure.Store(true)
+	}
+}
+
 func (u *union) markImpure(dirfd int) {
 	if !u.isImpure(dirfd) {
 		unix.Setxattr(procPath(dirfd, ""), u.ns.Name("impure"), []byte("y"), 0)

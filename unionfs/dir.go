@@ -748,7 +748,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	up, nup := d.fdOf(upperLayer), nd.fdOf(upperLayer)
 	if nd != d {
-		u.markImpure(nup)
+		nd.markImpure()
 	}
 	srcNeedsWhiteout := d.lowerHas(name)
 	dstHasLower := nd.lowerHas(newName)
@@ -842,8 +842,8 @@ func (d *node) exchange(ctx context.Context, name string, s, nd *node, newName s
 		return fs.ToErrno(err)
 	}
 	if nd != d {
-		d.u.markImpure(d.fdOf(upperLayer))
-		d.u.markImpure(nd.fdOf(upperLayer))
+		d.markImpure()
+		nd.markImpure()
 	}
 	if s.dir && !sRedirect && (nd.lowerHas(newName) || nd.merged()) && !s.opaque() {
 		s.markOpaque()

@@ -166,7 +166,7 @@ func (d *node) linkUp(ctx context.Context, name string, n *node) syscall.Errno {
 		return fs.ToErrno(err)
 	}
 	d.u.addNlink(hexName, -1)
-	d.u.markImpure(up)
+	d.markImpure()
 	if keepTimes {
 		unix.UtimesNanoAt(unix.AT_FDCWD, procPath(up, ""), []unix.Timespec{pst.Atim, pst.Mtim}, 0)
 	}

@@ -65,6 +65,8 @@ type node struct {
 	// idx names the index entry of a file with several names (index.go):
 	// every name reads and writes that inode.
 	idx atomic.Pointer[string]
+	// impure: the directory's upper copy is known to be marked impure.
+	impure atomic.Bool
 }
 
 var (
