@@ -72,6 +72,9 @@ type union struct {
 	// kernel mount reads.
 	redirectDir, metacopy bool
 
+	// attrTimeout is how long the kernel may cache attributes.
+	attrTimeout time.Duration
+
 	// desc and stats answer StatusXattr (describe.go).
 	desc  description
 	stats counters

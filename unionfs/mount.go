@@ -71,6 +71,7 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 	if timeout == 0 {
 		timeout = time.Hour
 	}
+	u.attrTimeout = timeout
 	fsopts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,

@@ -746,7 +746,13 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return fs.ToErrno(err)
 		}
 	}
-	return n.getattr(out)
+	// go-fuse leaves a SETATTR reply as we make it: the inode number
+	// the node is known by, and a validity, without which the next stat
+	// would ask again.
+	errno = n.getattr(out)
+	out.Ino = n.StableAttr().Ino
+	out.SetTimeout(n.u.attrTimeout)
+	return errno
 }
 
 func fchownat(fd int, name string, uid, gid int) error {
