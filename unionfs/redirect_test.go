@@ -175,3 +175,18 @@ func TestDirectoryRenameUserXattr(t *testing.T) {
 	assert.Equal(t, []string{"dir2"}, names(t, tu.mnt))
 	assert.Equal(t, "f", readFile(t, tu.m("dir2/f")))
 }
+
+// A redirect longer than the kernel's redirect_max (256) is not made:
+// the rename answers EXDEV, as the kernel does, and mv copies.
+func TestDirectoryRenameLongRedirect(t *testing.T) {
+	long := strings.Repeat("d", 200)
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		put(t, l[0], long+"/"+long+"/f", "f")
+		put(t, l[0], "short/f", "f")
+		must(t, os.MkdirAll(filepath.Join(l[0], "to"), 0o755))
+	})
+	err := os.Rename(tu.m(long+"/"+long), tu.m("to/x"))
+	assert.ErrorIs(t, err, unix.EXDEV, "a %d-byte redirect", len(long)*2+2)
+	must(t, os.Rename(tu.m("short"), tu.m("to/short")))
+	assert.Equal(t, "f", readFile(t, tu.m("to/short/f")))
+}
