@@ -228,6 +228,9 @@ func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
 // behaviour for opts (trusted xattr format only: with userxattr the kernel
 // allows neither).
 func kernelFeatures(opts Options) []string {
+	if opts.NoFollowRedirect {
+		return []string{"redirect_dir=nofollow"}
+	}
 	if opts.NoRedirectDir {
 		return nil // metacopy=on needs redirect_dir=on
 	}

@@ -71,6 +71,9 @@ type union struct {
 	// kernel formats; metacopy only as trusted xattrs, the only form a
 	// kernel mount reads.
 	redirectDir, metacopy bool
+	// noFollowRedirect, noFollowMetacopy: redirect_dir=nofollow and
+	// metacopy=off also ignore, or refuse, those records in the layers.
+	noFollowRedirect, noFollowMetacopy bool
 
 	// attrTimeout is how long the kernel may cache attributes.
 	attrTimeout time.Duration
@@ -84,7 +87,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{reads: newReadFds(256), work: -1, workDir: -1, index: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
+	u := &union{noFollowRedirect: o.NoFollowRedirect, noFollowMetacopy: o.NoMetacopy, reads: newReadFds(256), work: -1, workDir: -1, index: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
 	ok := false
 	defer func() {
 		if !ok {

@@ -181,3 +181,21 @@ func TestMetacopyNotInUserXattrFormat(t *testing.T) {
 	assert.Error(t, err)
 	sameData(t, bigData, filepath.Join(tu.upper, "f"))
 }
+
+// With metacopy=off a metadata-only file in the layers is refused
+// (EPERM), as by the kernel with metacopy=off, and chmod copies data.
+func TestMetacopyOff(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		must(t, os.WriteFile(filepath.Join(l[0], "meta"), bigData, 0o644))
+		must(t, os.WriteFile(filepath.Join(l[0], "f"), bigData, 0o644))
+	})
+	must(t, os.Chmod(tu.m("meta"), 0o600))
+	tu.unmount(t)
+	tu.opts.NoMetacopy = true
+	tu.mount(t)
+	_, err := os.Stat(tu.m("meta"))
+	assert.ErrorIs(t, err, unix.EPERM)
+	must(t, os.Chmod(tu.m("f"), 0o600))
+	assert.False(t, isMetacopy(filepath.Join(tu.upper, "f")))
+	sameData(t, bigData, filepath.Join(tu.upper, "f"), "data copied up")
+}

@@ -314,6 +314,11 @@ func (d *node) find(name string) (found, syscall.Errno) {
 	}
 	if f.exists && f.layer == upperLayer && mayBeMetacopy(&f.st) {
 		d.findData(&f, name)
+		if f.meta && d.u.noFollowMetacopy {
+			// As the kernel with metacopy=off: such a file is refused.
+			d.u.closeDirs(&f)
+			return found{}, syscall.EPERM
+		}
 	}
 	if f.exists && f.dirs == nil && d.u.index >= 0 && f.st.Mode&unix.S_IFMT == unix.S_IFREG && f.st.Nlink > 1 {
 		d.findIndex(&f, name)
@@ -441,6 +446,9 @@ func (u *union) findIn(f *found, ld layerDir, name string) (stop bool, redirect 
 	u.hold(fd)
 	m := whiteout.ReadDirMarkers(fd)
 	f.dirs = append(f.dirs, layerDir{ld.layer, fd, m.Opacity})
+	if u.noFollowRedirect {
+		m.Redirect = ""
+	}
 	return m.Opaque, m.Redirect, 0
 }
 

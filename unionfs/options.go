@@ -58,11 +58,15 @@ type Options struct {
 	// (EXDEV, mv then copies), as kernel overlay with redirect_dir=off;
 	// redirects already in the layers are still followed.
 	NoRedirectDir bool
+	// NoFollowRedirect also ignores the redirects in the layers (kernel
+	// redirect_dir=nofollow): a moved directory shows its upper part only.
+	NoFollowRedirect bool
 	// NoIndex lets a copy-up of one name of a lower hard link make a file
 	// of its own, as kernel overlay with index=off.
 	NoIndex bool
 	// NoMetacopy copies a file's data up with its metadata also for a
-	// chmod, chown, utimes or xattr change (kernel metacopy=off).
+	// chmod, chown, utimes or xattr change, and refuses to look up a
+	// metadata-only file in the layers (EPERM), as kernel metacopy=off.
 	NoMetacopy bool
 }
 

@@ -190,3 +190,22 @@ func TestDirectoryRenameLongRedirect(t *testing.T) {
 	must(t, os.Rename(tu.m("short"), tu.m("to/short")))
 	assert.Equal(t, "f", readFile(t, tu.m("to/short/f")))
 }
+
+// With redirect_dir=nofollow the redirects in the layers are ignored, as
+// by the kernel: a moved directory shows its upper part only.
+func TestRedirectNoFollow(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		put(t, l[0], "a/lower", "l")
+		put(t, l[0], "x/lower", "l")
+	})
+	must(t, os.Rename(tu.m("a"), tu.m("b")))
+	must(t, os.WriteFile(tu.m("b/upper"), []byte("u"), 0o644))
+	tu.unmount(t)
+	tu.mount(t)
+	assert.Equal(t, []string{"lower", "upper"}, names(t, tu.m("b")))
+	tu.unmount(t)
+	tu.opts.NoFollowRedirect, tu.opts.NoRedirectDir = true, true
+	tu.mount(t)
+	assert.Equal(t, []string{"upper"}, names(t, tu.m("b")))
+	assert.ErrorIs(t, os.Rename(tu.m("x"), tu.m("y")), unix.EXDEV, "no new redirects")
+}

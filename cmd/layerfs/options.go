@@ -129,13 +129,15 @@ func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, wa
 		case "allow_other", "allow_root":
 			opts.AllowOther = true
 		case "redirect_dir":
-			// Redirects in the layers are always followed; "on" (the
-			// default) also makes them.
+			// "on" (the default) makes redirects; all but "nofollow"
+			// follow those in the layers.
 			switch val {
 			case "on":
 				opts.NoRedirectDir = false
-			case "off", "follow", "nofollow":
+			case "off", "follow":
 				opts.NoRedirectDir = true
+			case "nofollow":
+				opts.NoRedirectDir, opts.NoFollowRedirect = true, true
 			default:
 				return "", nil, fmt.Errorf("redirect_dir=%s: want on, follow, nofollow or off", val)
 			}
