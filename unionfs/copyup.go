@@ -83,12 +83,14 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 		KeepOwner: n.u.chownNew,
 	}
 	// The origin record keeps st_ino (and readdir's d_ino) the lower
-	// file's, across remounts. Not for one name of a lower hard link:
-	// the copies of its several names would all claim one identity. It
-	// is a file of its own and, after a remount, reports its own inode
-	// number as with kernel overlay without index; within the mount its
-	// node keeps the number it had, because a new kernel inode would
-	// split the page cache between the names and files already open.
+	// file's, across remounts. A lower hard link reaches this point only
+	// without the index (index=off, or a layer without file handles):
+	// then its copy is a file of its own and gets no origin, since the
+	// copies of its several names would all claim one identity. After a
+	// remount it reports its own inode number, as kernel overlay with
+	// index=off; within the mount its node keeps the number it had,
+	// because a new kernel inode would split the page cache between the
+	// names and files already open.
 	var sst unix.Stat_t
 	hardlinked := !n.dir && unix.Fstatat(src.Dir, src.Name, &sst, unix.AT_SYMLINK_NOFOLLOW) == nil && sst.Nlink > 1
 	opt.SetXattrs = map[string][]byte{}

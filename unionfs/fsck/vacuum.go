@@ -195,15 +195,11 @@ func (v *vacuumer) entry(e *stack.Entry, name string) bool {
 // than an origin record naming lo itself and, for a metacopy file, the
 // metacopy mark (a redirected file shows other data than its own).
 func (v *vacuumer) sameFile(up, lo stack.Loc) (bool, error) {
-	a, err := v.open(up)
+	a, b, err := v.openPair(up, lo)
 	if err != nil {
 		return false, err
 	}
 	defer a.close()
-	b, err := v.open(lo)
-	if err != nil {
-		return false, err
-	}
 	defer b.close()
 	if !sameAttrs(&a.st, &b.st) || a.st.Size != b.st.Size || a.st.Nlink != 1 || b.st.Nlink != 1 {
 		return false, nil
@@ -238,20 +234,28 @@ func (v *vacuumer) sameFile(up, lo stack.Loc) (bool, error) {
 // union metadata it may carry is an origin naming lo and the kernel's
 // "impure" flag (which only speaks of entries, and it has none left).
 func (v *vacuumer) sameDir(up, lo stack.Loc) (bool, error) {
-	a, err := v.open(up)
+	a, b, err := v.openPair(up, lo)
 	if err != nil {
 		return false, err
 	}
 	defer a.close()
-	b, err := v.open(lo)
-	if err != nil {
-		return false, err
-	}
 	defer b.close()
 	if !sameAttrs(&a.st, &b.st) {
 		return false, nil
 	}
 	return sameXattrs(a, b, "origin", "impure")
+}
+
+// openPair opens the upper entry up and the lower entry lo it may equal.
+func (v *vacuumer) openPair(up, lo stack.Loc) (a, b *ref, err error) {
+	if a, err = v.open(up); err != nil {
+		return nil, nil, err
+	}
+	if b, err = v.open(lo); err != nil {
+		a.close()
+		return nil, nil, err
+	}
+	return a, b, nil
 }
 
 func sameAttrs(a, b *unix.Stat_t) bool {
