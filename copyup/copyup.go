@@ -8,9 +8,8 @@ package copyup
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"sync/atomic"
 
+	"github.com/layerfs/layerfs/copyup/at"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,40 +39,23 @@ type Options struct {
 	Metacopy bool
 }
 
-// Loc is an entry named relative to a directory fd.
-type Loc struct {
-	Dir  int
-	Name string
-}
-
-var tmpCounter atomic.Uint64
-
-// TempName returns a fresh name for a temporary entry in a work dir.
-func TempName() string {
-	return "#lfs" + strconv.FormatUint(tmpCounter.Add(1), 36)
-}
-
-// Entry copies src to dst through work. dst must not exist. It returns the
-// stat of the source as copied.
-func Entry(src, dst Loc, work int, opt Options) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	if err := unix.Fstatat(src.Dir, src.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return st, err
+// Entry copies src, which st describes, to dst through work. dst must not
+// exist.
+func Entry(src at.Loc, st *unix.Stat_t, dst at.Loc, work int, opt Options) error {
+	tmp := at.Loc{Dir: work, Name: at.TempName()}
+	if err := makeCopy(src, st, tmp, opt); err != nil {
+		at.RemoveAll(tmp)
+		return err
 	}
-	tmp := TempName()
-	if err := makeCopy(src, &st, Loc{work, tmp}, opt); err != nil {
-		RemoveAll(work, tmp)
-		return st, err
+	if err := unix.Renameat2(tmp.Dir, tmp.Name, dst.Dir, dst.Name, unix.RENAME_NOREPLACE); err != nil {
+		at.RemoveAll(tmp)
+		return err
 	}
-	if err := unix.Renameat2(work, tmp, dst.Dir, dst.Name, unix.RENAME_NOREPLACE); err != nil {
-		RemoveAll(work, tmp)
-		return st, err
-	}
-	return st, nil
+	return nil
 }
 
 // makeCopy creates tmp as a copy of src (described by st).
-func makeCopy(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
+func makeCopy(src at.Loc, st *unix.Stat_t, tmp at.Loc, opt Options) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		return copyFile(src, st, tmp, opt)
@@ -82,36 +64,36 @@ func makeCopy(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 		if err := unix.Mkdirat(tmp.Dir, tmp.Name, 0o700); err != nil {
 			return err
 		}
-		fd, err := unix.Openat(tmp.Dir, tmp.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := at.Open(tmp, unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		return copyMeta(src, st, fd, opt)
+		return copyMeta(src, st, at.Loc{Dir: fd}, opt)
 	case unix.S_IFLNK:
-		target, err := Readlink(src.Dir, src.Name)
+		target, err := at.Readlink(src)
 		if err != nil {
 			return err
 		}
 		if err := unix.Symlinkat(target, tmp.Dir, tmp.Name); err != nil {
 			return err
 		}
-		return copyLinkMeta(src, st, tmp, opt)
+		return copyMeta(src, st, tmp, opt)
 	default: // fifo, socket, device
 		if err := unix.Mknodat(tmp.Dir, tmp.Name, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
 			return err
 		}
-		fd, err := unix.Openat(tmp.Dir, tmp.Name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := at.Open(tmp, unix.O_PATH)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		return copyMeta(src, st, fd, opt)
+		return copyMeta(src, st, at.Loc{Dir: fd}, opt)
 	}
 }
 
-func copyFile(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
-	out, err := unix.Openat(tmp.Dir, tmp.Name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+func copyFile(src at.Loc, st *unix.Stat_t, tmp at.Loc, opt Options) error {
+	out, err := at.Create(tmp, unix.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -121,17 +103,17 @@ func copyFile(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 			return err
 		}
 	} else if !opt.NoData && st.Size > 0 {
-		in, err := unix.Openat(src.Dir, src.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		in, err := at.Open(src, unix.O_RDONLY)
 		if err != nil {
 			return err
 		}
-		err = copyData(in, out, st.Size)
+		err = CopyData(in, out, st.Size)
 		unix.Close(in)
 		if err != nil {
 			return err
 		}
 	}
-	if err := copyMeta(src, st, out, opt); err != nil {
+	if err := copyMeta(src, st, at.Loc{Dir: out}, opt); err != nil {
 		return err
 	}
 	if opt.Fsync && !opt.Metacopy && !opt.NoData && st.Size > 0 {
@@ -140,14 +122,10 @@ func copyFile(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
 	return nil
 }
 
-// CopyData copies size bytes of data from in to out (both open files),
-// as a copy-up does: shared extents where possible, holes kept.
-func CopyData(in, out int, size int64) error { return copyData(in, out, size) }
-
-// copyData copies size bytes: a reflink where the filesystem shares
-// extents, else copy_file_range over the data segments only, so holes stay
-// holes.
-func copyData(in, out int, size int64) error {
+// CopyData copies size bytes of data from in to out (both open files):
+// a reflink where the filesystem shares extents, else copy_file_range over
+// the data segments only, so holes stay holes.
+func CopyData(in, out int, size int64) error {
 	if unix.IoctlFileClone(out, in) == nil {
 		return nil
 	}
@@ -222,46 +200,30 @@ func copyRead(in, out int, off, n int64) error {
 	return nil
 }
 
-// copyMeta copies owner, mode, xattrs and times of src onto the open fd
-// (an O_PATH fd for special files).
-func copyMeta(src Loc, st *unix.Stat_t, fd int, opt Options) error {
-	self := "/proc/self/fd/" + strconv.Itoa(fd)
-	if err := unix.Fchownat(fd, "", int(st.Uid), int(st.Gid), unix.AT_EMPTY_PATH); err != nil && (opt.KeepOwner || !errors.Is(err, unix.EPERM)) {
+// copyMeta copies owner, xattrs, mode and times of src onto dst (the copy
+// itself: a descriptor of it, or a symlink's name).
+func copyMeta(src at.Loc, st *unix.Stat_t, dst at.Loc, opt Options) error {
+	if err := at.Chown(dst, int(st.Uid), int(st.Gid)); err != nil && (opt.KeepOwner || !errors.Is(err, unix.EPERM)) {
 		return err
 	}
-	if err := copyXattrs(src, func(name string, val []byte) error {
-		return unix.Setxattr(self, name, val, 0)
-	}, opt); err != nil {
+	if err := copyXattrs(src, dst, opt); err != nil {
 		return err
 	}
-	// chmod after chown: chown clears setuid/setgid bits.
-	if err := unix.Chmod(self, st.Mode&^unix.S_IFMT); err != nil {
-		return err
+	// chmod after chown: chown clears setuid/setgid bits. A symlink has
+	// no mode of its own.
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := at.Chmod(dst, st.Mode&^unix.S_IFMT); err != nil {
+			return err
+		}
 	}
-	ts := []unix.Timespec{st.Atim, st.Mtim}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, self, ts, 0)
-}
-
-func copyLinkMeta(src Loc, st *unix.Stat_t, tmp Loc, opt Options) error {
-	if err := unix.Fchownat(tmp.Dir, tmp.Name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && (opt.KeepOwner || !errors.Is(err, unix.EPERM)) {
-		return err
-	}
-	p := "/proc/self/fd/" + strconv.Itoa(tmp.Dir) + "/" + tmp.Name
-	if err := copyXattrs(src, func(name string, val []byte) error {
-		return unix.Lsetxattr(p, name, val, 0)
-	}, opt); err != nil {
-		return err
-	}
-	ts := []unix.Timespec{st.Atim, st.Mtim}
-	return unix.UtimesNanoAt(tmp.Dir, tmp.Name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	return at.Utimes(dst, at.Times(st))
 }
 
 // copyXattrs copies every xattr of src that opt allows, then opt.SetXattrs.
 // xattrs the destination refuses for lack of privilege (trusted.*,
 // security.* as a plain user) are skipped, as a plain cp -a would.
-func copyXattrs(src Loc, set func(name string, val []byte) error, opt Options) error {
-	p := "/proc/self/fd/" + strconv.Itoa(src.Dir) + "/" + src.Name
-	names, err := ListXattrs(p)
+func copyXattrs(src, dst at.Loc, opt Options) error {
+	names, err := at.ListXattrs(src)
 	if err != nil && !errors.Is(err, unix.ENOTSUP) {
 		return err
 	}
@@ -269,14 +231,14 @@ func copyXattrs(src Loc, set func(name string, val []byte) error, opt Options) e
 		if opt.SkipXattr != nil && opt.SkipXattr(name) {
 			continue
 		}
-		val, err := GetXattr(p, name)
+		val, err := at.GetXattr(src, name)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		if err := set(name, val); err != nil {
+		if err := at.SetXattr(dst, name, val, 0); err != nil {
 			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
 				continue
 			}
@@ -284,123 +246,9 @@ func copyXattrs(src Loc, set func(name string, val []byte) error, opt Options) e
 		}
 	}
 	for name, val := range opt.SetXattrs {
-		if err := set(name, val); err != nil {
+		if err := at.SetXattr(dst, name, val, 0); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// ListXattrs lists the xattr names of path without following a final
-// symlink.
-func ListXattrs(path string) ([]string, error) {
-	sz, err := unix.Llistxattr(path, nil)
-	if err != nil || sz == 0 {
-		return nil, err
-	}
-	for {
-		buf := make([]byte, sz)
-		n, err := unix.Llistxattr(path, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz *= 2
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		start := 0
-		for i := 0; i < n; i++ {
-			if buf[i] == 0 {
-				if i > start {
-					names = append(names, string(buf[start:i]))
-				}
-				start = i + 1
-			}
-		}
-		return names, nil
-	}
-}
-
-// GetXattr reads one xattr of path without following a final symlink.
-func GetXattr(path, name string) ([]byte, error) {
-	sz, err := unix.Lgetxattr(path, name, nil)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		buf := make([]byte, sz)
-		n, err := unix.Lgetxattr(path, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz *= 2
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
-}
-
-// Readlink reads a symlink relative to a directory fd.
-func Readlink(dir int, name string) (string, error) {
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		n, err := unix.Readlinkat(dir, name, buf)
-		if err != nil {
-			return "", err
-		}
-		if n < size {
-			return string(buf[:n]), nil
-		}
-	}
-}
-
-// RemoveAll removes name under dir and, for a directory, everything in it.
-// It never follows symlinks.
-func RemoveAll(dir int, name string) error {
-	err := unix.Unlinkat(dir, name, 0)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) {
-		return err
-	}
-	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	names, err := ReadNames(fd)
-	if err == nil {
-		for _, n := range names {
-			if err = RemoveAll(fd, n); err != nil {
-				break
-			}
-		}
-	}
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	return unix.Unlinkat(dir, name, unix.AT_REMOVEDIR)
-}
-
-// ReadNames lists the names in the directory open at fd (without "." and
-// ".."), reading from its start.
-func ReadNames(fd int) ([]string, error) {
-	if _, err := unix.Seek(fd, 0, 0); err != nil {
-		return nil, err
-	}
-	var names []string
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return names, nil
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
-	}
 }

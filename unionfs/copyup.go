@@ -6,6 +6,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -41,14 +43,14 @@ func openCopy(flags uint32) copyMode {
 
 // copyUp makes sure the entry has a copy in the upper layer, copying its
 // parents first, with as much of its data as how asks for; a metacopy
-// entry gets its data when a later copy-up asks for it. Callers hold
-// renameMu (read or write).
+// entry gets its data when a later copy-up asks for it.
+// Preconditions: renameMu held (read or write), n.mu not held.
 func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	if !n.u.writable() {
 		return syscall.EROFS
 	}
 	if n.inUpper() {
-		if how != metaOnly && n.meta.Load() {
+		if how != metaOnly && n.home().meta {
 			return n.copyUpData(how == noData)
 		}
 		return 0
@@ -56,12 +58,6 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	name, p, errno := n.parentNode()
 	if errno != 0 {
 		return errno
-	}
-	// A file with several names goes to the index (index.go).
-	if !n.dir && n.u.index >= 0 && n.hasLinks(p, name) {
-		if errno := n.copyUpIndex(ctx, p, name, how); errno != syscall.ENOTSUP {
-			return errno
-		}
 	}
 	if errno := p.copyUp(ctx, withData); errno != 0 {
 		return errno
@@ -71,17 +67,80 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	if n.inUpper() {
 		return 0
 	}
-	src := copyup.Loc{Dir: p.fdOf(n.topLayer()), Name: name}
-	dst := copyup.Loc{Dir: p.fdOf(upperLayer), Name: name}
-	if src.Dir < 0 || dst.Dir < 0 {
-		return syscall.EIO
+	op, errno := n.prepareCopyUp(p, name, how)
+	if errno != 0 {
+		return errno
 	}
-	opt := copyup.Options{
-		NoData:    how == noData,
-		Fsync:     n.u.fsync,
+	// A file with several names goes to the index (index.go).
+	if op.hardlinked && op.st.Mode&unix.S_IFMT == unix.S_IFREG && n.u.index >= 0 {
+		if errno := op.toIndex(ctx); errno != syscall.ENOTSUP {
+			return errno
+		}
+	}
+	return op.plain()
+}
+
+// copyUpOp is one copy-up, filled once before anything is written.
+type copyUpOp struct {
+	n, parent *node
+	name      string
+	how       copyMode
+	src, dst  at.Loc
+	// st is the source, as copied; hardlinked: a non-directory with
+	// several names; origin its file handle record (nil where the layer
+	// has no file handles).
+	st         unix.Stat_t
+	hardlinked bool
+	origin     []byte
+}
+
+// prepareCopyUp fills a copy-up of n, found at name in its parent p
+// (already in the upper layer). Preconditions: n.mu held.
+func (n *node) prepareCopyUp(p *node, name string, how copyMode) (*copyUpOp, syscall.Errno) {
+	op := &copyUpOp{n: n, parent: p, name: name, how: how,
+		src: at.Loc{Dir: p.fdOf(n.topLayer()), Name: name},
+		dst: at.Loc{Dir: p.fdOf(upperLayer), Name: name},
+	}
+	if op.src.Dir < 0 || op.dst.Dir < 0 {
+		return nil, syscall.EIO
+	}
+	if err := at.Stat(op.src, &op.st); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	op.hardlinked = !n.dir && op.st.Nlink > 1
+	op.origin = whiteout.EncodeOrigin(op.src)
+	return op, 0
+}
+
+// options are the copy options every copy-up shares.
+func (op *copyUpOp) options() copyup.Options {
+	return copyup.Options{
+		NoData:    op.how == noData,
+		Fsync:     op.n.u.fsync,
 		SkipXattr: whiteout.IsPrivateXattr,
-		KeepOwner: n.u.chownNew,
+		KeepOwner: op.n.u.chownNew,
 	}
+}
+
+// copy copies the source to dst and counts it.
+func (op *copyUpOp) copy(dst at.Loc, opt copyup.Options) error {
+	if err := copyup.Entry(op.src, &op.st, dst, op.n.u.work, opt); err != nil {
+		return err
+	}
+	u := op.n.u
+	u.stats.copyUps.Add(1)
+	if op.st.Mode&unix.S_IFMT == unix.S_IFREG && !opt.Metacopy && !opt.NoData {
+		u.stats.copyUpBytes.Add(uint64(op.st.Size))
+	}
+	return nil
+}
+
+// plain copies the entry to its own name in the upper layer.
+// Preconditions: n.mu held.
+func (op *copyUpOp) plain() syscall.Errno {
+	n, u := op.n, op.n.u
+	opt := op.options()
+	opt.SetXattrs = map[string][]byte{}
 	// The origin record keeps st_ino (and readdir's d_ino) the lower
 	// file's, across remounts. A lower hard link reaches this point only
 	// without the index (index=off, or a layer without file handles):
@@ -91,54 +150,59 @@ func (n *node) copyUp(ctx context.Context, how copyMode) syscall.Errno {
 	// index=off; within the mount its node keeps the number it had,
 	// because a new kernel inode would split the page cache between the
 	// names and files already open.
-	var sst unix.Stat_t
-	hardlinked := !n.dir && unix.Fstatat(src.Dir, src.Name, &sst, unix.AT_SYMLINK_NOFOLLOW) == nil && sst.Nlink > 1
-	opt.SetXattrs = map[string][]byte{}
-	if origin := encodeOrigin(src.Dir, src.Name); origin != nil && !hardlinked {
-		opt.SetXattrs[n.u.ns.Name("origin")] = origin
+	if op.origin != nil && !op.hardlinked {
+		opt.SetXattrs[u.ns.Name(whiteout.Origin)] = op.origin
 	}
 	// Metadata only where the kernel format allows it (trusted xattrs:
 	// a userxattr kernel mount follows no metacopy) and the file is one
 	// of its own with data to leave behind.
 	srcLayer := n.topLayer()
-	if how == metaOnly && n.u.metacopy && !n.dir && !hardlinked && sst.Mode&unix.S_IFMT == unix.S_IFREG && sst.Size > 0 {
+	if op.how == metaOnly && u.metacopy && !op.hardlinked && op.st.Mode&unix.S_IFMT == unix.S_IFREG && op.st.Size > 0 {
 		opt.Metacopy = true
-		opt.SetXattrs[n.u.ns.Name("metacopy")] = []byte{}
+		opt.SetXattrs[u.ns.Name(whiteout.Metacopy)] = []byte{}
 	}
-	// A copy-up is no change the user made: the upper parent keeps its
-	// times, as with kernel overlay.
-	var pst unix.Stat_t
-	keepTimes := unix.Fstat(dst.Dir, &pst) == nil
 	// A whiteout form in the upper dir cannot exist for a name that is
 	// shown from a lower layer, so the destination is free.
-	cst, err := copyup.Entry(src, dst, n.u.work, opt)
-	if err != nil {
-		return fs.ToErrno(err)
+	if errno := op.parent.keepingTimes(func() error { return op.copy(op.dst, opt) }); errno != 0 {
+		return errno
 	}
-	n.u.stats.copyUps.Add(1)
-	if cst.Mode&unix.S_IFMT == unix.S_IFREG && !opt.Metacopy && !opt.NoData {
-		n.u.stats.copyUpBytes.Add(uint64(cst.Size))
-	}
-	if opt.Metacopy {
-		n.dataLayer.Store(int32(srcLayer))
-		n.meta.Store(true)
-	}
-	p.markImpure()
-	if keepTimes {
-		unix.UtimesNanoAt(unix.AT_FDCWD, procPath(dst.Dir, ""), []unix.Timespec{pst.Atim, pst.Mtim}, 0)
-	}
+	op.parent.markImpure()
 	if n.dir {
-		fd, err := unix.Openat(dst.Dir, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := at.OpenDir(op.dst)
 		if err != nil {
 			return fs.ToErrno(err)
 		}
-		n.u.hold(fd)
-		dirs := append([]layerDir{{layer: upperLayer, fd: fd}}, n.layerDirs()...)
-		n.dirs.Store(&dirs)
-	} else {
-		n.layer.Store(upperLayer)
+		u.hold(fd)
+		upper := merge.Dir{Layer: upperLayer, Fd: fd, Name: op.name}
+		n.move(func(h *home) {
+			h.dirs = append([]merge.Dir{upper}, h.dirs...)
+			h.copies++
+		})
+		return 0
 	}
-	n.copyups.Add(1)
+	n.move(func(h *home) {
+		h.layer = upperLayer
+		if opt.Metacopy {
+			h.meta, h.dataLayer = true, srcLayer
+		}
+		h.copies++
+	})
+	return 0
+}
+
+// keepingTimes runs change, which adds an entry to the upper copy of d
+// for a copy-up, and puts d's times back: a copy-up is no change the user
+// made, as with kernel overlay.
+func (d *node) keepingTimes(change func() error) syscall.Errno {
+	up := at.Loc{Dir: d.fdOf(upperLayer)}
+	var st unix.Stat_t
+	keep := at.Stat(up, &st) == nil
+	if err := change(); err != nil {
+		return fs.ToErrno(err)
+	}
+	if keep {
+		at.Utimes(up, at.Times(&st))
+	}
 	return 0
 }
 
@@ -158,32 +222,30 @@ func (d *node) markImpure() {
 
 func (u *union) markImpure(dirfd int) {
 	if !u.isImpure(dirfd) {
-		unix.Setxattr(procPath(dirfd, ""), u.ns.Name("impure"), []byte("y"), 0)
+		at.SetXattr(at.Loc{Dir: dirfd}, u.ns.Name(whiteout.Impure), []byte("y"), 0)
 	}
 }
 
 func (u *union) isImpure(dirfd int) bool {
-	var b [1]byte
-	_, err := unix.Getxattr(procPath(dirfd, ""), u.ns.Name("impure"), b[:])
-	return err == nil
+	return at.HasXattr(at.Loc{Dir: dirfd}, u.ns.Name(whiteout.Impure))
 }
 
 // copyUpData gives a metacopy file its data: copied from the lower file
 // into the upper one in place (or dropped, for a truncate to 0), then the
 // metacopy mark goes. Until the mark is gone the data is read from below,
 // so a crash half way loses nothing. The write must not show as a change:
-// times and mode are put back.
+// times and mode are put back. Preconditions: n.mu not held.
 func (n *node) copyUpData(truncate bool) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.meta.Load() {
+	if !n.home().meta {
 		return 0
 	}
-	dirfd, name, errno := n.loc()
+	l, errno := n.loc()
 	if errno != 0 {
 		return errno
 	}
-	out, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	out, err := at.Open(l, unix.O_WRONLY)
 	if err != nil {
 		return fs.ToErrno(err)
 	}
@@ -195,11 +257,11 @@ func (n *node) copyUpData(truncate bool) syscall.Errno {
 	if truncate {
 		err = unix.Ftruncate(out, 0)
 	} else {
-		dfd, dname, errno := n.dataFile()
+		dl, errno := n.dataFile()
 		if errno != 0 {
 			return errno
 		}
-		in, oerr := openAt(dfd, dname, unix.O_RDONLY)
+		in, oerr := at.Open(dl, unix.O_RDONLY)
 		if oerr != nil {
 			return fs.ToErrno(oerr)
 		}
@@ -210,16 +272,15 @@ func (n *node) copyUpData(truncate bool) syscall.Errno {
 	if err != nil {
 		return fs.ToErrno(err)
 	}
-	self := procPath(out, "")
-	unix.Chmod(self, st.Mode&^unix.S_IFMT)
-	unix.UtimesNanoAt(unix.AT_FDCWD, self, []unix.Timespec{st.Atim, st.Mtim}, 0)
+	self := at.Loc{Dir: out}
+	at.Chmod(self, st.Mode&^unix.S_IFMT)
+	at.Utimes(self, at.Times(&st))
 	if n.u.fsync {
 		if err := unix.Fsync(out); err != nil {
 			return fs.ToErrno(err)
 		}
 	}
-	unix.Fremovexattr(out, whiteout.TrustedPrefix+"metacopy")
-	n.meta.Store(false)
-	n.copyups.Add(1)
+	at.RemoveXattr(self, whiteout.Trusted.Name(whiteout.Metacopy))
+	n.move(func(h *home) { h.meta = false; h.copies++ })
 	return 0
 }

@@ -41,7 +41,7 @@ func (c *readFds) get(n *node) *readFd {
 	if e == nil {
 		return nil
 	}
-	if e.copies != n.copyups.Load() {
+	if e.copies != n.home().copies {
 		c.removeLocked(e)
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup/at"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +47,7 @@ func newFile(n *node, fd int, flags uint32, layer int, copies uint64) *file {
 // follows the entry to its upper copy once it has been copied up, as
 // kernel overlay does, so a reader sees writes made after its open.
 func (f *file) current() int {
-	if f.writable || f.layer == upperLayer || f.node.copyups.Load() == f.copies {
+	if f.writable || f.layer == upperLayer || f.node.home().copies == f.copies {
 		return f.fd
 	}
 	f.mu.Lock()
@@ -56,10 +57,10 @@ func (f *file) current() int {
 	}
 	n := f.node
 	n.u.renameMu.RLock()
-	dirfd, name, errno := n.loc()
-	var fd int = -1
+	l, errno := n.loc()
+	fd := -1
 	if errno == 0 {
-		fd, _ = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, _ = at.Open(l, unix.O_RDONLY)
 	}
 	n.u.renameMu.RUnlock()
 	if fd < 0 {
@@ -69,7 +70,7 @@ func (f *file) current() int {
 	// over it.
 	if err := unix.Dup3(fd, f.fd, unix.O_CLOEXEC); err == nil {
 		f.layer = upperLayer
-		f.copies = n.copyups.Load()
+		f.copies = n.home().copies
 	}
 	unix.Close(fd)
 	return f.fd
@@ -89,7 +90,7 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 // should be asked instead (a lower handle whose entry was copied up).
 func (f *file) getattr(out *fuse.AttrOut) (syscall.Errno, bool) {
 	var x unix.Statx_t
-	if err := statxAt(f.current(), "", &x); err != nil {
+	if err := at.Statx(at.Loc{Dir: f.current()}, &x); err != nil {
 		return fs.ToErrno(err), true
 	}
 	f.node.u.fillAttr(&out.Attr, &x, false)

@@ -2,13 +2,11 @@ package unionfs
 
 import (
 	"context"
-	"encoding/hex"
-	"fmt"
-	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -22,125 +20,85 @@ import (
 // name then reads and writes the index inode: names still only in the
 // lower layer find it by their origin on lookup, and get linked into the
 // upper dir when they are renamed or removed. The number of names the
-// union shows is kept as the kernel keeps it: an "overlay.nlink" xattr on
-// the index inode, "U+N" meaning the upper inode's link count plus N.
-
-// indexName returns the index entry name of the lower file dirfd/name,
-// or "" where the filesystem has no file handles.
-func indexName(dirfd int, name string) string {
-	if o := encodeOrigin(dirfd, name); o != nil {
-		return hex.EncodeToString(o)
-	}
-	return ""
-}
+// union shows is kept as the kernel keeps it: an overlay "nlink" record
+// on the index inode (whiteout.FormatNlink).
 
 // hasIndex reports whether the index holds an entry named hexName.
 func (u *union) hasIndex(hexName string) bool {
-	var st unix.Stat_t
-	return u.index >= 0 && unix.Fstatat(u.index, hexName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+	return u.index >= 0 && at.Exists(at.Loc{Dir: u.index, Name: hexName})
 }
 
-func (n *node) indexName() string {
-	if p := n.idx.Load(); p != nil {
-		return *p
+// findIndex returns the index entry a regular file with several links,
+// found at name in d, is a name of ("" for none), and makes e show the
+// index inode.
+func (d *node) findIndex(e *merge.Entry, name string) string {
+	if d.u.index < 0 || e.IsDir() || !isReg(&e.Stat) || e.Stat.Nlink <= 1 {
+		return ""
 	}
-	return ""
-}
-
-// findIndex notes in f that the regular file it found (with several
-// links) is a name of an indexed inode, and shows the index inode.
-func (d *node) findIndex(f *found, name string) {
-	var hexName string
-	if f.layer == upperLayer {
-		o, err := copyup.GetXattr(procPath(d.fdOf(upperLayer), name), d.u.ns.Name("origin"))
-		if err != nil {
-			return
-		}
-		hexName = hex.EncodeToString(o)
+	l := at.Loc{Dir: d.fdOf(e.Layer), Name: name}
+	var origin []byte
+	if e.Layer == upperLayer {
+		origin, _ = at.GetXattr(l, d.u.ns.Name(whiteout.Origin))
 	} else {
-		hexName = indexName(d.fdOf(f.layer), name)
+		origin = whiteout.EncodeOrigin(l)
 	}
-	if hexName == "" || !d.u.hasIndex(hexName) {
-		return
+	if len(origin) == 0 {
+		return ""
 	}
+	hexName := whiteout.IndexName(origin)
 	var x unix.Statx_t
-	if statxAt(d.u.index, hexName, &x) != nil {
-		return
+	if at.Statx(at.Loc{Dir: d.u.index, Name: hexName}, &x) != nil {
+		return ""
 	}
-	if f.layer == upperLayer && x.Ino != f.st.Ino {
-		return // an upper file that merely came from that inode
+	if e.Layer == upperLayer && x.Ino != e.Stat.Ino {
+		return "" // an upper file that merely came from that inode
 	}
 	x.Nlink = d.u.unionNlink(hexName, x.Nlink)
-	f.index, f.st.Nlink = hexName, x.Nlink
-	if f.layer != upperLayer {
+	if e.Layer != upperLayer {
 		// An alias: the index inode is what the name shows.
-		ino := f.st.Ino
-		f.st = x
-		f.st.Ino = ino
+		ino := e.Stat.Ino
+		e.Stat = x
+		e.Stat.Ino = ino
 	}
+	e.Stat.Nlink = x.Nlink
+	return hexName
 }
 
-// hasLinks reports whether the lower regular file p/name has several
-// names.
-func (n *node) hasLinks(p *node, name string) bool {
-	var st unix.Stat_t
-	fd := p.fdOf(n.topLayer())
-	return fd >= 0 && unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
-		st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1
-}
-
-// copyUpIndex copies the lower file p/name (one of several names of its
-// inode) into the index, unless an earlier copy-up did, and links that
+// copyUpIndex copies the source of op (one of several names of its
+// inode) into the index, unless an earlier copy-up did, and links its
 // name into the upper dir too: the upper dir then shows the change under
 // at least one name (what podman diff and commit read, and a kernel mount
 // without index). Other names are linked up when they are renamed or
 // removed. ENOTSUP: the layer has no file handles, the caller copies as
 // without index.
-func (n *node) copyUpIndex(ctx context.Context, p *node, name string, how copyMode) syscall.Errno {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.inUpper() {
-		return 0
-	}
-	src := copyup.Loc{Dir: p.fdOf(n.topLayer()), Name: name}
-	var st unix.Stat_t
-	if err := unix.Fstatat(src.Dir, src.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fs.ToErrno(err)
-	}
-	origin := encodeOrigin(src.Dir, src.Name)
-	if origin == nil {
+// Preconditions: n.mu held, the parent in the upper layer.
+func (op *copyUpOp) toIndex(ctx context.Context) syscall.Errno {
+	n, u := op.n, op.n.u
+	if op.origin == nil {
 		return syscall.ENOTSUP
 	}
-	hexName := hex.EncodeToString(origin)
-	if !n.u.hasIndex(hexName) {
-		opt := copyup.Options{
-			NoData:    how == noData,
-			Fsync:     n.u.fsync,
-			SkipXattr: whiteout.IsPrivateXattr,
-			KeepOwner: n.u.chownNew,
-			SetXattrs: map[string][]byte{n.u.ns.Name("origin"): origin},
+	hexName := whiteout.IndexName(op.origin)
+	if !u.hasIndex(hexName) {
+		opt := op.options()
+		opt.SetXattrs = map[string][]byte{
+			u.ns.Name(whiteout.Origin): op.origin,
+			// The union shows all of its lower names; the new inode has
+			// one link, the index entry.
+			u.ns.Name(whiteout.Nlink): whiteout.FormatNlink(int(op.st.Nlink) - 1),
 		}
-		// The union shows all of its lower names; the new inode has
-		// one link, the index entry.
-		opt.SetXattrs[n.u.ns.Name("nlink")] = []byte(fmt.Sprintf("U%+d", int(st.Nlink)-1))
-		cst, err := copyup.Entry(src, copyup.Loc{Dir: n.u.index, Name: hexName}, n.u.work, opt)
-		if err != nil && err != unix.EEXIST {
+		if err := op.copy(at.Loc{Dir: u.index, Name: hexName}, opt); err != nil && err != unix.EEXIST {
 			return fs.ToErrno(err)
 		}
-		n.u.stats.copyUps.Add(1)
-		n.u.stats.copyUpBytes.Add(uint64(cst.Size))
 	}
-	n.idx.Store(&hexName)
-	n.layer.Store(upperLayer)
-	n.copyups.Add(1)
-	return p.linkUp(ctx, name, n)
+	n.move(func(h *home) { h.index, h.layer, h.copies = hexName, upperLayer, h.copies+1 })
+	return op.parent.linkUp(ctx, op.name, n)
 }
 
 // linkUp makes sure the name d/name of the indexed node n is in the upper
 // dir, as a link to the index inode: the union's count of names does not
 // change, the upper inode's does.
 func (d *node) linkUp(ctx context.Context, name string, n *node) syscall.Errno {
-	hexName := n.indexName()
+	hexName := n.home().index
 	if hexName == "" {
 		return 0
 	}
@@ -153,23 +111,19 @@ func (d *node) linkUp(ctx context.Context, name string, n *node) syscall.Errno {
 	if up < 0 {
 		return syscall.EIO
 	}
-	var st unix.Stat_t
-	if unix.Fstatat(up, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+	if at.Exists(at.Loc{Dir: up, Name: name}) {
 		return 0
 	}
-	// A copy-up is no change the user made: the parent keeps its times.
-	var pst unix.Stat_t
-	keepTimes := unix.Fstat(up, &pst) == nil
 	d.u.nlinkMu.Lock()
 	defer d.u.nlinkMu.Unlock()
-	if err := unix.Linkat(d.u.index, hexName, up, name, 0); err != nil {
-		return fs.ToErrno(err)
+	errno := d.keepingTimes(func() error {
+		return at.Link(at.Loc{Dir: d.u.index, Name: hexName}, at.Loc{Dir: up, Name: name})
+	})
+	if errno != 0 {
+		return errno
 	}
 	d.u.addNlink(hexName, -1)
 	d.markImpure()
-	if keepTimes {
-		unix.UtimesNanoAt(unix.AT_FDCWD, procPath(up, ""), []unix.Timespec{pst.Atim, pst.Mtim}, 0)
-	}
 	return 0
 }
 
@@ -187,62 +141,59 @@ func (u *union) unionNlink(hexName string, upper uint32) uint32 {
 }
 
 func (u *union) readNlink(hexName string) (base byte, delta int, ok bool) {
-	v, err := copyup.GetXattr(procPath(u.index, hexName), u.ns.Name("nlink"))
-	if err != nil || len(v) < 2 {
+	v, err := at.GetXattr(at.Loc{Dir: u.index, Name: hexName}, u.ns.Name(whiteout.Nlink))
+	if err != nil {
 		return 0, 0, false
 	}
-	d, err := strconv.Atoi(string(v[1:]))
-	return v[0], d, err == nil
+	return whiteout.ParseNlink(v)
 }
 
 // addNlink changes the record of how many names the union shows beside
-// the upper links. Callers hold nlinkMu.
+// the upper links. Preconditions: u.nlinkMu held.
 func (u *union) addNlink(hexName string, by int) {
 	base, delta, ok := u.readNlink(hexName)
 	if !ok || base != 'U' {
 		return // a kernel "L" record counts from the lower inode: left as is
 	}
-	unix.Setxattr(procPath(u.index, hexName), u.ns.Name("nlink"), []byte(fmt.Sprintf("U%+d", delta+by)), 0)
+	at.SetXattr(at.Loc{Dir: u.index, Name: hexName}, u.ns.Name(whiteout.Nlink), whiteout.FormatNlink(delta+by), 0)
 }
 
 // ensureNamed prepares the removal or replacement of the name d/name of
-// a regular file with several names: the inode goes to the index and the
-// name into the upper dir, so that its other names keep their data and
-// count one name less.
-func (d *node) ensureNamed(ctx context.Context, name string, f *found) syscall.Errno {
-	if d.u.index < 0 || f.dirs != nil || f.st.Mode&unix.S_IFMT != unix.S_IFREG {
+// a regular file with several names (what p found there): the inode goes
+// to the index and the name into the upper dir, so that its other names
+// keep their data and count one name less; p then says the name is in
+// the upper layer.
+func (d *node) ensureNamed(ctx context.Context, name string, p *merge.Probe) syscall.Errno {
+	if d.u.index < 0 || p.IsDir() || !isReg(&p.Stat) {
 		return 0
 	}
-	if f.index == "" && (f.layer == upperLayer || f.st.Nlink <= 1) {
+	n := d.knownChild(name)
+	if n == nil || (n.home().index == "" && (p.Layer == upperLayer || p.Stat.Nlink <= 1)) {
 		return 0
 	}
-	c := d.GetChild(name)
-	if c == nil {
-		return 0
-	}
-	n := c.Operations().(*node)
 	if errno := n.copyUp(ctx, withData); errno != 0 {
 		return errno
 	}
 	if errno := d.linkUp(ctx, name, n); errno != 0 {
 		return errno
 	}
-	f.layer = upperLayer
+	p.Layer = upperLayer
 	return 0
 }
 
 // dropIndexIfUnused removes the index entry of n once the union shows no
 // name of it any more.
 func (u *union) dropIndexIfUnused(n *node) {
-	hexName := n.indexName()
+	hexName := n.home().index
 	if hexName == "" {
 		return
 	}
 	u.nlinkMu.Lock()
 	defer u.nlinkMu.Unlock()
+	l := at.Loc{Dir: u.index, Name: hexName}
 	var x unix.Statx_t
-	if statxAt(u.index, hexName, &x) == nil && u.unionNlink(hexName, x.Nlink) == 0 && x.Nlink == 1 {
-		unix.Unlinkat(u.index, hexName, 0)
+	if at.Statx(l, &x) == nil && u.unionNlink(hexName, x.Nlink) == 0 && x.Nlink == 1 {
+		unix.Unlinkat(l.Dir, l.Name, 0)
 	}
 }
 
@@ -251,7 +202,7 @@ func (u *union) openIndex(workDir int) {
 	if err := unix.Mkdirat(workDir, "index", 0o700); err != nil && err != unix.EEXIST {
 		return
 	}
-	if fd, err := unix.Openat(workDir, "index", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+	if fd, err := at.Open(at.Loc{Dir: workDir, Name: "index"}, unix.O_RDONLY|unix.O_DIRECTORY); err == nil {
 		u.index = fd
 	}
 }

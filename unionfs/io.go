@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup/at"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,27 +33,24 @@ var (
 	_ fs.NodeIoctler   = (*node)(nil)
 )
 
-// openTop opens the entry's top copy for one request. Callers hold
-// renameMu for reading.
+// openTop opens the entry's top copy for one request (a metacopy file's
+// data for reading). A nameless entry (unlinked while open, or
+// O_TMPFILE) reopens the descriptor the node kept.
+// Preconditions: renameMu held for reading.
 func (n *node) openTop(flags int) (int, syscall.Errno) {
-	dirfd, name, errno := n.loc()
+	l, errno := n.loc()
 	if errno != 0 {
 		return -1, errno
 	}
-	if flags&unix.O_ACCMODE == unix.O_RDONLY && n.meta.Load() {
-		if dirfd, name, errno = n.dataFile(); errno != 0 {
+	if flags&unix.O_ACCMODE == unix.O_RDONLY && n.home().meta {
+		if l, errno = n.dataFile(); errno != 0 {
 			return -1, errno
 		}
 	}
-	var fd int
-	var err error
-	if name == "" {
-		// No name left (unlinked while open, or O_TMPFILE): reopen the
-		// descriptor the node kept.
-		fd, err = unix.Open(procPath(dirfd, ""), flags|unix.O_CLOEXEC, 0)
-	} else {
-		fd, err = unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if l.Name != "" {
+		flags |= unix.O_NONBLOCK
 	}
+	fd, err := at.Open(l, flags)
 	return fd, fs.ToErrno(err)
 }
 
@@ -85,7 +83,7 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	e := n.u.reads.get(n)
 	if e == nil {
 		n.u.renameMu.RLock()
-		copies := n.copyups.Load()
+		copies := n.home().copies
 		fd, errno := n.openTop(unix.O_RDONLY)
 		n.u.renameMu.RUnlock()
 		if errno != 0 {
@@ -160,12 +158,12 @@ func (n *node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint6
 // keepForOpeners gives a node that is about to lose its last name a
 // descriptor of its own, so processes that still have it open can go on
 // reading and writing it (without open handles there is no other way back
-// to an unlinked file). Callers hold renameMu.
+// to an unlinked file). Preconditions: renameMu and n.mu held.
 func (n *node) keepForOpeners() {
 	// Only regular files are read and written through us: the kernel
 	// serves fifos and devices itself, and opening one could block or
 	// have effects.
-	if n.dir || n.anonFd() >= 0 || n.Mode()&unix.S_IFMT != unix.S_IFREG {
+	if n.dir || n.home().anon > 0 || n.Mode()&unix.S_IFMT != unix.S_IFREG {
 		return
 	}
 	// A lower file is only ever opened for reading.
@@ -181,7 +179,7 @@ func (n *node) keepForOpeners() {
 	}
 	if errno == 0 {
 		n.u.hold(fd)
-		n.anon.Store(int32(fd))
+		n.move(func(h *home) { h.anon = fd })
 	}
 }
 
@@ -197,28 +195,97 @@ func asFile(f fs.FileHandle) *file {
 }
 
 // dataFile locates a metacopy file's data: the same name in the parent's
-// data layer, or the descriptor find kept (name ""). EIO where find found
-// none, as the kernel answers then.
-func (n *node) dataFile() (int, string, syscall.Errno) {
-	if fd := n.dataFd.Load(); fd > 0 {
-		return int(fd), "", 0
+// data layer, or the descriptor the lookup kept. EIO where the lookup
+// found none, as the kernel answers then.
+func (n *node) dataFile() (at.Loc, syscall.Errno) {
+	h := n.home()
+	if h.dataFd > 0 {
+		return at.Loc{Dir: h.dataFd}, 0
 	}
-	layer := n.dataLayer.Load()
 	name, p, errno := n.parentNode()
 	if errno != 0 {
-		return -1, "", errno
+		return at.Loc{}, errno
 	}
-	if fd := p.fdOf(int(layer)); layer > 0 && fd >= 0 {
-		return fd, name, 0
+	if fd := p.fdOf(h.dataLayer); h.dataLayer > 0 && fd >= 0 {
+		return at.Loc{Dir: fd, Name: name}, 0
 	}
-	return -1, "", syscall.EIO
+	return at.Loc{}, syscall.EIO
 }
 
-// openAt opens name in dirfd without following a symlink, or, for name
-// "", reopens the O_PATH descriptor dirfd itself.
-func openAt(dirfd int, name string, flags int) (int, error) {
-	if name == "" {
-		return unix.Open(procPath(dirfd, ""), flags|unix.O_CLOEXEC, 0)
+var _ fs.NodeFlusher = (*node)(nil)
+
+// Flush answers ENOSYS so the kernel stops sending one per close: closing
+// a layer file reports nothing that a local filesystem could fail, and
+// POSIX locks are kept by the kernel (no lock support is offered).
+func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+// writeIntent reports whether open flags need the upper copy.
+func writeIntent(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if !n.u.passthrough {
+		return nil, 0, syscall.ENOSYS // no open handles: see io.go
 	}
-	return unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	n.u.renameMu.RLock()
+	defer n.u.renameMu.RUnlock()
+	write := writeIntent(flags)
+	if write {
+		if !n.u.writable() {
+			return nil, 0, syscall.EROFS
+		}
+		if errno := n.copyUp(ctx, openCopy(flags)); errno != 0 {
+			return nil, 0, errno
+		}
+	}
+	// Decide under n.mu: copy-up takes it too, so a lower open counted
+	// here either finished before the copy-up or sees the upper file.
+	n.mu.Lock()
+	if write && n.lowerPT.Load() > 0 {
+		// The kernel binds one backing file to an inode, and readers
+		// still use the lower file through this one. ESTALE makes the
+		// kernel look the name up again, and the entry comes back with
+		// a new generation: the writer gets a new inode backed by the
+		// upper file, the readers keep theirs.
+		n.u.supersede(n.StableAttr().Ino)
+		n.superseded.Store(true)
+		n.mu.Unlock()
+		return nil, 0, syscall.ESTALE
+	}
+	l, errno := n.loc()
+	if errno != 0 {
+		n.mu.Unlock()
+		return nil, 0, errno
+	}
+	layer, copies := n.topLayer(), n.home().copies
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY
+	var rfd int
+	var err error
+	if n.home().meta && !write {
+		// The backing file of a metacopy file is its lower data.
+		dl, errno := n.dataFile()
+		if errno != 0 {
+			n.mu.Unlock()
+			return nil, 0, errno
+		}
+		layer = 1 // a lower file: see lowerPT
+		rfd, err = at.Open(dl, int(flags))
+	} else {
+		rfd, err = at.Open(l, int(flags))
+	}
+	if err != nil {
+		n.mu.Unlock()
+		return nil, 0, fs.ToErrno(err)
+	}
+	h := &ptFile{file: newFile(n, rfd, flags, layer, copies)}
+	n.u.stats.openHandles.Add(1)
+	if layer != upperLayer {
+		n.lowerPT.Add(1)
+		h.lower = true
+	}
+	n.mu.Unlock()
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }

@@ -54,9 +54,9 @@ func NeedsFUSE(opts Options, userxattr bool) string {
 func foreignMarkers(root string, userxattr bool) string {
 	// Markers of the other namespace are ignored by the kernel; with
 	// userxattr it follows no redirect at all (redirect_dir=nofollow).
-	foreign := []string{whiteout.UserPrefix + "opaque", whiteout.UserPrefix + "redirect", whiteout.FuseOverlayfsPrefix + "opaque"}
+	foreign := []string{whiteout.User.Name(whiteout.Opaque), whiteout.User.Name(whiteout.Redirect), whiteout.FuseOverlayfs.Name(whiteout.Opaque)}
 	if userxattr {
-		foreign = []string{whiteout.TrustedPrefix + "opaque", whiteout.TrustedPrefix + "redirect", whiteout.UserPrefix + "redirect", whiteout.FuseOverlayfsPrefix + "opaque"}
+		foreign = []string{whiteout.Trusted.Name(whiteout.Opaque), whiteout.Trusted.Name(whiteout.Redirect), whiteout.User.Name(whiteout.Redirect), whiteout.FuseOverlayfs.Name(whiteout.Opaque)}
 	}
 	var found string
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {

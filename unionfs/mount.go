@@ -11,7 +11,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,19 +45,11 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 	syscall.Umask(0)
 
 	root := &node{u: u, dir: true}
-	var dirs []layerDir
-	for i, fd := range u.roots {
-		if fd < 0 {
-			continue
-		}
-		// Roots always merge; an opaque marker on a layer root hides
-		// nothing, as in the kernel.
-		dirs = append(dirs, layerDir{layer: i, fd: fd, opq: whiteout.Opacity{XattrWhiteouts: whiteout.ReadOpacity(fd).XattrWhiteouts}})
-	}
-	root.dirs.Store(&dirs)
+	dirs := u.stack.RootDirs()
+	root.h.Store(&home{dirs: dirs})
 	// The root reports its top layer's inode number, as the kernel does.
 	var rst unix.Stat_t
-	if err := unix.Fstat(dirs[0].fd, &rst); err != nil {
+	if err := unix.Fstat(dirs[0].Fd, &rst); err != nil {
 		u.close()
 		return nil, err
 	}
@@ -76,7 +67,7 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
-		RootStableAttr:  &fs.StableAttr{Ino: u.ino(dirs[0].layer, rst.Ino)},
+		RootStableAttr:  &fs.StableAttr{Ino: u.ino(dirs[0].Layer, rst.Ino)},
 		MountOptions: fuse.MountOptions{
 			FsName:        "layerfs",
 			Name:          "layerfs",

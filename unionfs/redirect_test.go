@@ -139,8 +139,8 @@ func TestDirectoryRenameRedirect(t *testing.T) {
 	}
 	want := treeOf(t, km)
 	// The moves were O(1): redirects, not copies.
-	r, ok := stack.Redirect(filepath.Join(tu.upper, "x/b3"))
-	assert.True(t, ok && r == "/a/b", "x/b3 redirect %q", r)
+	r := stack.Markers(filepath.Join(tu.upper, "x/b3")).Redirect
+	assert.Equal(t, "/a/b", r, "x/b3 redirect")
 	_, err := os.Lstat(filepath.Join(tu.upper, "x/b3/c/deep"))
 	assert.True(t, os.IsNotExist(err))
 
@@ -167,8 +167,8 @@ func TestDirectoryRenameUserXattr(t *testing.T) {
 		put(t, l[0], "dir/f", "f")
 	})
 	must(t, os.Rename(tu.m("dir"), tu.m("dir2")))
-	r, ok := stack.Redirect(filepath.Join(tu.upper, "dir2"))
-	assert.True(t, ok && r == "dir", "user.overlay.redirect %q", r)
+	r := stack.Markers(filepath.Join(tu.upper, "dir2")).Redirect
+	assert.Equal(t, "dir", r, "user.overlay.redirect")
 	assert.Equal(t, "f", readFile(t, tu.m("dir2/f")))
 	tu.unmount(t)
 	tu.mount(t)

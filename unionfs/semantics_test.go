@@ -3,6 +3,7 @@ package unionfs
 import (
 	"bytes"
 	"context"
+	"github.com/layerfs/layerfs/copyup/at"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -294,11 +295,11 @@ func direntInos(t *testing.T, dir string) map[string]uint64 {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	must(t, err)
 	defer unix.Close(fd)
-	ents, err := readDirents(fd)
+	ents, err := at.Dirents(fd)
 	must(t, err)
 	out := map[string]uint64{}
 	for _, e := range ents {
-		out[e.name] = e.ino
+		out[e.Name] = e.Ino
 	}
 	return out
 }

@@ -1,26 +1,27 @@
 package unionfs
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
 // upperLayer is the index of the writable layer; lowers are 1..n, top first.
-const upperLayer = 0
+const upperLayer = merge.Upper
 
 // union is the layer stack shared by every node of one mount.
 type union struct {
 	// roots[i] is an O_PATH fd of layer i's root; roots[0] is -1 when the
 	// union has no upper layer.
 	roots []int
+	// stack resolves names across the layers (the one merge rule).
+	stack merge.Stack
 	// work is an open fd of W/work, where copies and whiteouts are built.
 	work int
 	// workDir is the fd of W itself, held locked for the mount's life.
@@ -69,11 +70,9 @@ type union struct {
 	// redirectDir: directories with a lower part rename by redirect.
 	// metacopy: metadata changes leave a file's data below. Both write
 	// kernel formats; metacopy only as trusted xattrs, the only form a
-	// kernel mount reads.
+	// kernel mount reads. (redirect_dir=nofollow and metacopy=off also
+	// ignore, or refuse, those records in the layers: see stack.)
 	redirectDir, metacopy bool
-	// noFollowRedirect, noFollowMetacopy: redirect_dir=nofollow and
-	// metacopy=off also ignore, or refuse, those records in the layers.
-	noFollowRedirect, noFollowMetacopy bool
 
 	// attrTimeout is how long the kernel may cache attributes.
 	attrTimeout time.Duration
@@ -87,7 +86,7 @@ func (u *union) writable() bool { return u.roots[upperLayer] >= 0 && !u.readOnly
 
 // openLayers opens the layer roots and prepares the work dir.
 func openLayers(l *layout, o *Options) (*union, error) {
-	u := &union{noFollowRedirect: o.NoFollowRedirect, noFollowMetacopy: o.NoMetacopy, reads: newReadFds(256), work: -1, workDir: -1, index: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
+	u := &union{reads: newReadFds(256), work: -1, workDir: -1, index: -1, fsync: !o.NoSync, readOnly: o.ReadOnly, passthrough: o.Passthrough, ids: newIDMapper(o), volatile: o.Volatile && l.upper != "", chownNew: os.Geteuid() == 0, desc: describeOptions(l, o)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -134,19 +133,20 @@ func openLayers(l *layout, o *Options) (*union, error) {
 		u.devIdx = append(u.devIdx, idx)
 	}
 	u.samefs = len(devs) <= 1
+	u.stack = merge.Stack{Roots: u.roots, NoFollowRedirect: o.NoFollowRedirect, NoMetacopy: o.NoMetacopy, Hold: u.hold, Release: u.release}
 	if l.upper != "" {
 		if err := u.prepareWork(l.work); err != nil {
 			return nil, err
 		}
 		u.ns = whiteout.ProbeNamespace(u.work)
 		if o.UserXattr {
-			u.ns = whiteout.UserPrefix
+			u.ns = whiteout.User
 		}
 		if !o.NoIndex {
 			u.openIndex(u.workDir)
 		}
 		u.redirectDir = !o.NoRedirectDir
-		u.metacopy = !o.NoMetacopy && u.ns == whiteout.TrustedPrefix
+		u.metacopy = !o.NoMetacopy && u.ns == whiteout.Trusted
 	}
 	ok = true
 	return u, nil
@@ -192,17 +192,16 @@ func (u *union) prepareWork(work string) error {
 	u.work = w
 	// A volatile mount leaves work/incompat/volatile until it ends
 	// cleanly; finding it means the upper may have lost writes.
-	var st unix.Stat_t
-	if unix.Fstatat(w, "incompat/volatile", &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+	if at.Exists(at.Loc{Dir: w, Name: "incompat/volatile"}) {
 		return &ConfigError{fmt.Sprintf("workdir %s: a volatile mount of this upper did not end cleanly (%s/work/incompat/volatile exists); its data may be incomplete, remove that directory to mount anyway", work, work)}
 	}
-	names, err := copyup.ReadNames(w)
+	ents, err := at.Dirents(w)
 	if err != nil {
 		return fmt.Errorf("workdir %s/work: %w", work, err)
 	}
-	for _, n := range names {
-		if err := copyup.RemoveAll(w, n); err != nil {
-			return fmt.Errorf("cleaning stale %s/work/%s: %w", work, n, err)
+	for _, e := range ents {
+		if err := at.RemoveAll(at.Loc{Dir: w, Name: e.Name}); err != nil {
+			return fmt.Errorf("cleaning stale %s/work/%s: %w", work, e.Name, err)
 		}
 	}
 	if u.volatile {
@@ -229,7 +228,7 @@ func (u *union) endVolatile() {
 	err = unix.Syncfs(fd)
 	unix.Close(fd)
 	if err == nil {
-		copyup.RemoveAll(u.work, "incompat")
+		at.RemoveAll(at.Loc{Dir: u.work, Name: "incompat"})
 	}
 }
 
@@ -278,156 +277,4 @@ func (u *union) close() {
 		unix.Close(u.index)
 	}
 	u.work, u.workDir, u.index = -1, -1, -1
-}
-
-// ino composes the st_ino reported for an entry of layer whose real inode
-// is real: the real number when all layers share one filesystem, else the
-// filesystem's index in the top bits (as kernel overlay's xino does).
-func (u *union) ino(layer int, real uint64) uint64 {
-	if u.samefs {
-		return real
-	}
-	return real ^ u.devIdx[layer]<<56
-}
-
-// Origin records, kernel-compatible, which lower inode an upper entry was
-// copied from: struct ovl_fb {version 0, magic 0xfb, len, flags, type,
-// uuid[16], fid[]}. The uuid is left null, as the kernel does when all
-// layers share a filesystem.
-func encodeOrigin(dirfd int, name string) []byte {
-	h, _, err := unix.NameToHandleAt(dirfd, name, 0)
-	if err != nil {
-		return nil
-	}
-	fid := h.Bytes()
-	b := make([]byte, 21+len(fid))
-	b[0], b[1], b[2], b[3], b[4] = 0, 0xfb, byte(len(b)), 0, byte(h.Type())
-	copy(b[21:], fid)
-	return b
-}
-
-// decodeOriginIno extracts the inode number from an origin record for the
-// file handle types whose layout is known (ext4/xfs FILEID_INO32_GEN,
-// FILEID_INO64_GEN, tmpfs).
-func decodeOriginIno(b []byte) (uint64, bool) {
-	if len(b) < 21 || b[1] != 0xfb || int(b[2]) != len(b) {
-		return 0, false
-	}
-	fid := b[21:]
-	switch {
-	case (b[4] == 1 || b[4] == 2) && len(fid) == 12: // tmpfs: gen, ino lo, ino hi
-		return uint64(binary.LittleEndian.Uint32(fid[4:])) | uint64(binary.LittleEndian.Uint32(fid[8:]))<<32, true
-	case b[4] == 1 && len(fid) == 8, b[4] == 2 && len(fid) >= 8: // ino32, gen [, parent]
-		return uint64(binary.LittleEndian.Uint32(fid)), true
-	case (b[4] == 0x81 || b[4] == 0x82) && len(fid) >= 12: // ino64, gen [, parent]
-		return binary.LittleEndian.Uint64(fid), true
-	}
-	return 0, false
-}
-
-// identity returns the inode number and generation an entry is known by
-// (go-fuse keys nodes on both): those of the lower file it was copied from
-// when it has an origin record, else its own. The generation hashes the
-// file handle (inode number and i_generation), so a copy-up keeps the
-// identity, across remounts too, while a reused inode number is a new one.
-func (u *union) identity(layer, dirfd int, name string, st *unix.Statx_t) (ino, gen uint64) {
-	ino, gen = u.baseIdentity(layer, dirfd, name, st)
-	if e, ok := u.epochs.Load(ino); ok {
-		gen ^= e.(uint64) * 0x9e3779b97f4a7c15
-	}
-	return ino, gen
-}
-
-// supersede makes the next lookup of inode number ino a new kernel inode.
-func (u *union) supersede(ino uint64) {
-	for {
-		old, loaded := u.epochs.LoadOrStore(ino, uint64(1))
-		if !loaded || u.epochs.CompareAndSwap(ino, old, old.(uint64)+1) {
-			return
-		}
-	}
-}
-
-func (u *union) baseIdentity(layer, dirfd int, name string, st *unix.Statx_t) (ino, gen uint64) {
-	ino = st.Ino
-	h := fnv.New64a()
-	if layer == upperLayer {
-		if v, err := copyup.GetXattr(procPath(dirfd, name), u.ns.Name("origin")); err == nil && len(v) > 21 && v[1] == 0xfb {
-			if o, ok := decodeOriginIno(v); ok && u.samefs {
-				ino = o
-			} else if l, o, ok := u.originLayer(v); ok {
-				layer, ino = l, o
-			}
-			h.Write(v[4:5])
-			h.Write(v[21:])
-			return u.ino(layer, ino), h.Sum64() | 1
-		}
-	}
-	if fh, _, err := unix.NameToHandleAt(dirfd, name, 0); err == nil {
-		h.Write([]byte{byte(fh.Type())})
-		h.Write(fh.Bytes())
-		return u.ino(layer, ino), h.Sum64() | 1
-	}
-	return u.ino(layer, ino), uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
-}
-
-// originLayer finds, where the layers span several filesystems, the lower
-// layer and inode an origin record names, so that a copy keeps the number
-// it had (layer index in the top bits) across remounts. The file handle
-// is opened on each lower filesystem in turn; that needs
-// CAP_DAC_READ_SEARCH, without which the copy reports its own number.
-func (u *union) originLayer(v []byte) (layer int, ino uint64, ok bool) {
-	h := unix.NewFileHandle(int32(v[4]), v[21:])
-	tried := map[uint64]bool{}
-	for i := upperLayer + 1; i < len(u.roots); i++ {
-		if tried[u.devIdx[i]] {
-			continue
-		}
-		tried[u.devIdx[i]] = true
-		// open_by_handle_at takes no O_PATH descriptor for the mount.
-		mfd, err := unix.Open(procPath(u.roots[i], ""), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			continue
-		}
-		fd, err := unix.OpenByHandleAt(mfd, h, unix.O_PATH|unix.O_CLOEXEC)
-		unix.Close(mfd)
-		if err != nil {
-			continue
-		}
-		var st, rst unix.Stat_t
-		err = unix.Fstat(fd, &st)
-		unix.Close(fd)
-		if err == nil && unix.Fstat(u.roots[i], &rst) == nil && st.Dev == rst.Dev {
-			return i, st.Ino, true
-		}
-	}
-	return 0, 0, false
-}
-
-// originIno is the st_ino an upper entry with an origin record reports:
-// its origin's, composed with the origin's layer where the layers span
-// several filesystems.
-func (u *union) originIno(dirfd int, name string) (uint64, bool) {
-	p := procPath(dirfd, name)
-	v, err := copyup.GetXattr(p, u.ns.Name("origin"))
-	if err != nil {
-		return 0, false
-	}
-	if u.samefs {
-		return decodeOriginIno(v)
-	}
-	if len(v) > 21 && v[1] == 0xfb {
-		if l, o, ok := u.originLayer(v); ok {
-			return u.ino(l, o), true
-		}
-	}
-	return 0, false
-}
-
-func procPath(dirfd int, name string) string {
-	p := fmt.Sprintf("/proc/self/fd/%d", dirfd)
-	if name != "" {
-		p += "/" + name
-	}
-	return p
 }

@@ -5,9 +5,8 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/whiteout"
-	"golang.org/x/sys/unix"
 )
 
 var (
@@ -16,17 +15,6 @@ var (
 	_ fs.NodeRemovexattrer = (*node)(nil)
 	_ fs.NodeListxattrer   = (*node)(nil)
 )
-
-// xattrTarget returns a /proc path for the entry's top copy and whether the
-// path must be followed (a directory's own fd) or not (a name in a
-// directory, which may be a symlink).
-func (n *node) xattrTarget() (string, bool, syscall.Errno) {
-	fd, name, errno := n.loc()
-	if errno != 0 {
-		return "", false, errno
-	}
-	return procPath(fd, name), name == "", 0
-}
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if whiteout.IsPrivateXattr(attr) {
@@ -44,31 +32,22 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	n.u.renameMu.RLock()
 	defer n.u.renameMu.RUnlock()
-	p, follow, errno := n.xattrTarget()
+	l, errno := n.loc()
 	if errno != 0 {
 		return 0, errno
 	}
-	var sz int
-	var err error
-	if follow {
-		sz, err = unix.Getxattr(p, attr, dest)
-	} else {
-		sz, err = unix.Lgetxattr(p, attr, dest)
-	}
+	sz, err := at.GetXattrInto(l, attr, dest)
 	return uint32(sz), fs.ToErrno(err)
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	n.u.renameMu.RLock()
 	defer n.u.renameMu.RUnlock()
-	p, follow, errno := n.xattrTarget()
+	l, errno := n.loc()
 	if errno != 0 {
 		return 0, errno
 	}
-	if follow {
-		p += "/." // list the directory itself, not the /proc link
-	}
-	names, err := copyup.ListXattrs(p)
+	names, err := at.ListXattrs(l)
 	if err != nil {
 		return 0, fs.ToErrno(err)
 	}
@@ -88,11 +67,8 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return n.changeXattr(ctx, attr, func(p string, follow bool) error {
-		if follow {
-			return unix.Setxattr(p, attr, data, int(flags))
-		}
-		return unix.Lsetxattr(p, attr, data, int(flags))
+	return n.changeXattr(ctx, attr, func(l at.Loc) error {
+		return at.SetXattr(l, attr, data, int(flags))
 	})
 }
 
@@ -103,15 +79,12 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return errno
 		}
 	}
-	return n.changeXattr(ctx, attr, func(p string, follow bool) error {
-		if follow {
-			return unix.Removexattr(p, attr)
-		}
-		return unix.Lremovexattr(p, attr)
+	return n.changeXattr(ctx, attr, func(l at.Loc) error {
+		return at.RemoveXattr(l, attr)
 	})
 }
 
-func (n *node) changeXattr(ctx context.Context, attr string, change func(p string, follow bool) error) syscall.Errno {
+func (n *node) changeXattr(ctx context.Context, attr string, change func(l at.Loc) error) syscall.Errno {
 	if whiteout.IsPrivateXattr(attr) || attr == StatusXattr && n.IsRoot() {
 		return syscall.EPERM
 	}
@@ -123,9 +96,9 @@ func (n *node) changeXattr(ctx context.Context, attr string, change func(p strin
 	if errno := n.copyUp(ctx, metaOnly); errno != 0 {
 		return errno
 	}
-	p, follow, errno := n.xattrTarget()
+	l, errno := n.loc()
 	if errno != 0 {
 		return errno
 	}
-	return fs.ToErrno(change(p, follow))
+	return fs.ToErrno(change(l))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/layerfs/layerfs/whiteout"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,8 +59,9 @@ func TestExportOutput(t *testing.T) {
 	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Setxattr(f, "user.overlay.metacopy", nil, 0); err != nil {
-		t.Skipf("no user xattrs here: %v", err)
+	// Only the trusted form marks a metacopy file, as for a mount.
+	if err := unix.Setxattr(f, whiteout.Trusted.Name(whiteout.Metacopy), nil, 0); err != nil {
+		t.Skipf("no trusted xattrs here: %v", err)
 	}
 	errb.Reset()
 	assert.Equal(t, 1, runExport([]string{"-o", out, "--upper", u, "--lower", l}, os.Stdout, &errb))

@@ -271,12 +271,8 @@ func (w *walker) replaces(e, old *stack.Entry) bool {
 	if len(e.Dirs) == 0 || e.Dirs[0].Layer != 0 {
 		return false // no upper part: nothing of the upper here
 	}
-	top := w.merged.Real(e.Dirs[0])
-	if stack.ReadOpacity(top).Opaque {
-		return true
-	}
-	_, redirected := stack.Redirect(top)
-	return redirected
+	m := stack.Markers(w.merged.Real(e.Dirs[0]))
+	return m.Opaque || m.Redirect != ""
 }
 
 func isDir(e *stack.Entry) bool { return e != nil && e.IsDir() }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -94,7 +94,7 @@ func (x *exporter) mtime(st *unix.Stat_t) time.Time {
 	return time.Unix(st.Mtim.Sec, 0)
 }
 
-func (x *exporter) changed(p string, parent, e, _ *stack.Entry) error {
+func (x *exporter) changed(p string, _, e, _ *stack.Entry) error {
 	real := x.merged.Real(e.Top)
 	st := &e.Stat
 	hdr := &tar.Header{
@@ -109,7 +109,7 @@ func (x *exporter) changed(p string, parent, e, _ *stack.Entry) error {
 	case unix.S_IFDIR:
 		hdr.Typeflag, hdr.Name = tar.TypeDir, p+"/"
 	case unix.S_IFREG:
-		return x.file(hdr, real, parent, e)
+		return x.file(hdr, real, e)
 	case unix.S_IFLNK:
 		target, err := x.merged.Readlink(e.Top)
 		if err != nil {
@@ -140,7 +140,7 @@ func (x *exporter) changed(p string, parent, e, _ *stack.Entry) error {
 
 // file writes a regular file: a hard link to an earlier name of the same
 // inode, or its data, sparse when it has holes.
-func (x *exporter) file(hdr *tar.Header, real string, parent, e *stack.Entry) error {
+func (x *exporter) file(hdr *tar.Header, real string, e *stack.Entry) error {
 	if e.Stat.Nlink > 1 {
 		id := fileID{e.Stat.Dev, e.Stat.Ino}
 		if first, ok := x.links[id]; ok {
@@ -155,14 +155,15 @@ func (x *exporter) file(hdr *tar.Header, real string, parent, e *stack.Entry) er
 	}
 	// Every read goes beneath its layer's root and follows no symlink,
 	// so a live union cannot swap in a path to a host file.
-	from, loc := x.merged, e.Top
-	if metacopy(x.merged, e.Top) {
-		var err error
-		if from, loc, err = x.metacopyData(parent, e); err != nil {
-			return err
+	loc := e.Top
+	if e.Metacopy {
+		// The data is where the union finds it: in the layers below.
+		if e.Data == nil {
+			return fmt.Errorf("%s: metacopy file whose data is not in the lower layers", x.merged.Real(e.Top))
 		}
+		loc = *e.Data
 	}
-	f, err := from.Open(loc, unix.O_RDONLY)
+	f, err := x.merged.Open(loc, unix.O_RDONLY)
 	if err != nil {
 		return err
 	}
@@ -212,12 +213,13 @@ func (x *exporter) progress(n int64) {
 
 // addXattrs records the xattrs of l in hdr, but not the union's own.
 func addXattrs(hdr *tar.Header, s *stack.Stack, l stack.Loc) error {
-	real, done, err := s.XattrPath(l)
+	loc, done, err := s.At(l)
 	if err != nil {
 		return err
 	}
 	defer done()
-	names, err := copyup.ListXattrs(real)
+	real := s.Real(l)
+	names, err := at.ListXattrs(loc)
 	if errors.Is(err, unix.ENOTSUP) {
 		return nil
 	} else if err != nil {
@@ -229,7 +231,7 @@ func addXattrs(hdr *tar.Header, s *stack.Stack, l stack.Loc) error {
 		if whiteout.IsPrivateXattr(n) || strings.ContainsAny(n, "=\x00") {
 			continue
 		}
-		v, err := copyup.GetXattr(real, n)
+		v, err := at.GetXattr(loc, n)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed since the listing
 		} else if err != nil {
@@ -241,44 +243,4 @@ func addXattrs(hdr *tar.Header, s *stack.Stack, l stack.Loc) error {
 		hdr.PAXRecords["SCHILY.xattr."+n] = string(v)
 	}
 	return nil
-}
-
-// metacopyData finds the data of the metacopy file e (kernel metacopy=on:
-// the upper copy holds metadata only) where the kernel finds it: in the
-// layers below e, at e's own redirect when it has one (it was renamed),
-// else under the same name in the directories its parent merges.
-func (x *exporter) metacopyData(parent, e *stack.Entry) (*stack.Stack, stack.Loc, error) {
-	name := path.Base(e.Top.Path)
-	real := x.merged.Real(e.Top)
-	if r, ok := stack.Redirect(real); ok && strings.HasPrefix(r, "/") {
-		below := &stack.Stack{Layers: x.merged.Layers[e.Top.Layer+1:]}
-		d, err := below.Lookup(r)
-		if err == nil && d.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
-			return below, d.Top, nil
-		}
-		return nil, stack.Loc{}, fmt.Errorf("%s: metacopy file whose data (%s) is not in the lower layers", real, r)
-	} else if ok {
-		name = r
-	}
-	for _, d := range parent.Dirs {
-		if d.Layer <= e.Top.Layer {
-			continue
-		}
-		l := stack.Loc{Layer: d.Layer, Path: path.Join(d.Path, name)}
-		var st unix.Stat_t
-		if x.merged.Lstat(l, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-			return x.merged, l, nil
-		}
-	}
-	return nil, stack.Loc{}, fmt.Errorf("%s: metacopy file whose data is not in the lower layers", real)
-}
-
-// metacopy reports whether the upper file l holds metadata only.
-func metacopy(s *stack.Stack, l stack.Loc) bool {
-	p, done, err := s.XattrPath(l)
-	if err != nil {
-		return false
-	}
-	defer done()
-	return stack.Metacopy(p)
 }

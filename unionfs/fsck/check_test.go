@@ -361,26 +361,3 @@ func TestCheckOperationalErrors(t *testing.T) {
 	_, err = Check(Layers{Upper: f.upper}, Options{})
 	assert.Error(t, err, "an upper without its lowers: every whiteout would seem useless")
 }
-
-func TestOriginAndRedirectForms(t *testing.T) {
-	for v, bad := range map[string]bool{
-		"": false, "a": false, "/a": false, "/a/b/c": false, "..a": false,
-		"/": true, "a/b": true, "/a//b": true, "/a/": true, "/a/./b": true, "/..": true, ".": true, "..": true, "a\x00": true,
-	} {
-		if got := redirectProblem(v) != ""; got != bad && v != "" {
-			t.Errorf("redirectProblem(%q) = %q", v, redirectProblem(v))
-		}
-	}
-	assert.NotEmpty(t, redirectProblem(""), "an empty redirect is malformed")
-	rec := make([]byte, 29)
-	rec[1], rec[2] = 0xfb, 29
-	assert.Empty(t, originProblem(rec))
-	assert.Empty(t, originProblem(nil), "a null origin is valid")
-	rec[0] = 7 // a newer version: "origin unknown" to the kernel, not broken
-	assert.Empty(t, originProblem(rec))
-	assert.NotEmpty(t, originProblem(rec[:20]))
-	rec[1] = 0xfa
-	assert.NotEmpty(t, originProblem(rec))
-	rec[1], rec[2] = 0xfb, 30
-	assert.NotEmpty(t, originProblem(rec))
-}

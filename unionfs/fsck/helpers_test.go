@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -117,14 +117,14 @@ func describe(t *testing.T, p string) string {
 		must(t, err)
 		s += " -> " + l
 	}
-	names, err := copyup.ListXattrs(p)
+	names, err := at.ListXattrs(at.Cwd(p))
 	must(t, err)
 	sort.Strings(names)
 	for _, n := range names {
 		if whiteout.IsPrivateXattr(n) {
 			continue
 		}
-		v, err := copyup.GetXattr(p, n)
+		v, err := at.GetXattr(at.Cwd(p), n)
 		must(t, err)
 		s += fmt.Sprintf(" %s=%q", n, v)
 	}
@@ -183,11 +183,11 @@ func snapshot(t *testing.T, dir string) string {
 		must(t, unix.Lstat(p, &st))
 		rel, _ := filepath.Rel(dir, p)
 		fmt.Fprintf(&b, "%s ino=%d ctime=%d.%09d rdev=%d %s", rel, st.Ino, st.Ctim.Sec, st.Ctim.Nsec, st.Rdev, describe(t, p))
-		names, _ := copyup.ListXattrs(p)
+		names, _ := at.ListXattrs(at.Cwd(p))
 		sort.Strings(names)
 		for _, n := range names {
 			if whiteout.IsPrivateXattr(n) {
-				v, _ := copyup.GetXattr(p, n)
+				v, _ := at.GetXattr(at.Cwd(p), n)
 				fmt.Fprintf(&b, " %s=%q", n, v)
 			}
 		}

@@ -6,9 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/unionfs"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
@@ -148,7 +147,7 @@ func readNames(dir string) ([]string, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	names, err := copyup.ReadNames(fd)
+	names, err := at.ReadNames(fd)
 	if err != nil {
 		return nil, err
 	}
@@ -166,16 +165,16 @@ func openNoAtime(p string, flags int) (int, error) {
 	return fd, err
 }
 
-// xattrs reads every xattr of p (not following a final symlink), split
+// xattrs reads every xattr of l (not following a final symlink), split
 // into the union's private ones and the user-visible rest.
-func xattrs(p string) (private, visible map[string][]byte, err error) {
-	names, err := copyup.ListXattrs(p)
+func xattrs(l at.Loc) (private, visible map[string][]byte, err error) {
+	names, err := at.ListXattrs(l)
 	if err != nil && !errors.Is(err, unix.ENOTSUP) {
 		return nil, nil, err
 	}
 	private, visible = map[string][]byte{}, map[string][]byte{}
 	for _, n := range names {
-		v, err := copyup.GetXattr(p, n)
+		v, err := at.GetXattr(l, n)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed meanwhile
 		}
@@ -189,17 +188,6 @@ func xattrs(p string) (private, visible map[string][]byte, err error) {
 		}
 	}
 	return private, visible, nil
-}
-
-// overlayKey returns KEY for a private xattr "trusted.overlay.KEY" or
-// "user.overlay.KEY" (the kernel's two namespaces), "" otherwise.
-func overlayKey(name string) string {
-	for _, ns := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
-		if k, ok := strings.CutPrefix(name, ns); ok {
-			return k
-		}
-	}
-	return ""
 }
 
 // keepingTimes runs change, which adds or removes entries of directory

@@ -9,7 +9,7 @@ import (
 	"path"
 	"path/filepath"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -164,7 +164,7 @@ func (v *vacuumer) entry(e *stack.Entry, name string) bool {
 		}
 		return same && v.remove(up, false)
 	case unix.S_IFDIR:
-		if !lower.IsDir() || stack.ReadOpacity(host).Opaque {
+		if !lower.IsDir() || stack.Markers(host).Opaque {
 			return false // the layers below do not show through
 		}
 		if len(readRedirects(host)) > 0 {
@@ -207,10 +207,10 @@ func (v *vacuumer) sameFile(up, lo stack.Loc) (bool, error) {
 	// A metacopy upper file (no redirect: sameXattrs allows none) reads
 	// its data from the file the lowers show at its path, lo: only its
 	// metadata can differ.
-	meta := a.st.Mode&unix.S_IFMT == unix.S_IFREG && (hasXattr(a.proc(), whiteout.TrustedPrefix+"metacopy") || hasXattr(a.proc(), whiteout.UserPrefix+"metacopy"))
-	allowed := []string{"origin"}
+	meta := a.st.Mode&unix.S_IFMT == unix.S_IFREG && whiteout.IsMetacopy(a.Loc)
+	allowed := []whiteout.Key{whiteout.Origin}
 	if meta {
-		allowed = append(allowed, "metacopy")
+		allowed = append(allowed, whiteout.Metacopy)
 	}
 	if ok, err := sameXattrs(a, b, allowed...); !ok || err != nil {
 		return false, err
@@ -219,11 +219,11 @@ func (v *vacuumer) sameFile(up, lo stack.Loc) (bool, error) {
 		return true, nil
 	}
 	if a.st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		ta, err := copyup.Readlink(a.dir, a.name)
+		ta, err := at.Readlink(a.Loc)
 		if err != nil {
 			return false, err
 		}
-		tb, err := copyup.Readlink(b.dir, b.name)
+		tb, err := at.Readlink(b.Loc)
 		return err == nil && ta == tb, err
 	}
 	return sameContent(a, b)
@@ -243,7 +243,7 @@ func (v *vacuumer) sameDir(up, lo stack.Loc) (bool, error) {
 	if !sameAttrs(&a.st, &b.st) {
 		return false, nil
 	}
-	return sameXattrs(a, b, "origin", "impure")
+	return sameXattrs(a, b, whiteout.Origin, whiteout.Impure)
 }
 
 // openPair opens the upper entry up and the lower entry lo it may equal.
@@ -266,12 +266,12 @@ func sameAttrs(a, b *unix.Stat_t) bool {
 // neither has union metadata beyond the keys allowed (a lower layer may
 // be a former upper dir and carry some too). An origin record on a must
 // name b's inode.
-func sameXattrs(a, b *ref, allowed ...string) (bool, error) {
-	privA, visA, err := xattrs(a.proc())
+func sameXattrs(a, b *ref, allowed ...whiteout.Key) (bool, error) {
+	privA, visA, err := xattrs(a.Loc)
 	if err != nil {
 		return false, err
 	}
-	privB, visB, err := xattrs(b.proc())
+	privB, visB, err := xattrs(b.Loc)
 	if err != nil {
 		return false, err
 	}
@@ -279,7 +279,7 @@ func sameXattrs(a, b *ref, allowed ...string) (bool, error) {
 		return false, nil
 	}
 	for name, val := range privA {
-		if overlayKey(name) == "origin" && !b.isOrigin(val) {
+		if _, k, _ := whiteout.ParseKey(name); k == whiteout.Origin && !b.isOrigin(val) {
 			return false, nil
 		}
 	}
@@ -288,11 +288,12 @@ func sameXattrs(a, b *ref, allowed ...string) (bool, error) {
 
 // onlyKeys reports whether every private xattr in m is one of the
 // kernel's keys allowed.
-func onlyKeys(m map[string][]byte, allowed ...string) bool {
+func onlyKeys(m map[string][]byte, allowed ...whiteout.Key) bool {
 	for name := range m {
+		_, key, kernel := whiteout.ParseKey(name)
 		ok := false
 		for _, k := range allowed {
-			ok = ok || overlayKey(name) == k
+			ok = ok || kernel && key == k
 		}
 		if !ok {
 			return false
@@ -361,7 +362,7 @@ func (v *vacuumer) remove(up stack.Loc, isDir bool) bool {
 		if isDir {
 			flags = unix.AT_REMOVEDIR
 		}
-		if err := unix.Unlinkat(r.dir, r.name, flags); err != nil {
+		if err := unix.Unlinkat(r.Dir, r.Name, flags); err != nil {
 			v.errorf("%s: %v", v.s.Real(up), err)
 			return false
 		}
@@ -383,9 +384,8 @@ func (v *vacuumer) remove(up stack.Loc, isDir bool) bool {
 // its layer root without following any symlink: the stack resolves by
 // path, and a hostile layer must not lead a comparison outside.
 type ref struct {
-	dir  int
-	name string
-	st   unix.Stat_t
+	at.Loc
+	st unix.Stat_t
 }
 
 func (v *vacuumer) open(l stack.Loc) (*ref, error) {
@@ -401,26 +401,22 @@ func (v *vacuumer) open(l stack.Loc) (*ref, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(v.s.Layers[l.Layer], dir), err)
 	}
-	r := &ref{dir: fd, name: name}
-	if err := unix.Fstatat(fd, name, &r.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	r := &ref{Loc: at.Loc{Dir: fd, Name: name}}
+	if err := at.Stat(r.Loc, &r.st); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: %w", v.s.Real(l), err)
 	}
 	return r, nil
 }
 
-func (r *ref) close() { unix.Close(r.dir) }
-
-// proc names the entry for the l* xattr calls.
-func (r *ref) proc() string { return fmt.Sprintf("/proc/self/fd/%d/%s", r.dir, r.name) }
+func (r *ref) close() { unix.Close(r.Dir) }
 
 // openFile opens the regular file for reading, without changing its atime
 // where allowed, and checks it is the one looked at.
 func (r *ref) openFile() (*os.File, error) {
-	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(r.dir, r.name, flags|unix.O_NOATIME, 0)
+	fd, err := at.Open(r.Loc, unix.O_RDONLY|unix.O_NOATIME)
 	if errors.Is(err, unix.EPERM) {
-		fd, err = unix.Openat(r.dir, r.name, flags, 0)
+		fd, err = at.Open(r.Loc, unix.O_RDONLY)
 	}
 	if err != nil {
 		return nil, err
@@ -428,9 +424,9 @@ func (r *ref) openFile() (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Ino != r.st.Ino || st.Dev != r.st.Dev {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%s changed while it was compared", r.name)
+		return nil, fmt.Errorf("%s changed while it was compared", r.Name)
 	}
-	return os.NewFile(uintptr(fd), r.name), nil
+	return os.NewFile(uintptr(fd), r.Name), nil
 }
 
 // isOrigin reports whether the origin record rec names r's inode: an
@@ -441,17 +437,10 @@ func (r *ref) isOrigin(rec []byte) bool {
 	if len(rec) == 0 {
 		return true
 	}
-	if originProblem(rec) != "" {
+	want, ok := whiteout.OriginHandle(rec)
+	if !ok {
 		return false
 	}
-	h, _, err := unix.NameToHandleAt(r.dir, r.name, 0)
-	if err != nil {
-		return false
-	}
-	return int32(rec[4]) == h.Type() && bytes.Equal(rec[21:], h.Bytes())
-}
-
-func hasXattr(p, name string) bool {
-	_, err := unix.Lgetxattr(p, name, nil)
-	return err == nil
+	h, _, err := unix.NameToHandleAt(r.Dir, r.Name, 0)
+	return err == nil && want.Type() == h.Type() && bytes.Equal(want.Bytes(), h.Bytes())
 }

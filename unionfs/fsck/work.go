@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -117,6 +117,6 @@ func removeIn(dir, name string) func() error {
 			return err
 		}
 		defer unix.Close(fd)
-		return copyup.RemoveAll(fd, name)
+		return at.RemoveAll(at.Loc{Dir: fd, Name: name})
 	}
 }

@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -18,7 +17,7 @@ import (
 // mean anything. Redirects on directories need the layers below and are
 // checked by checkDirXattrs. Both kernel namespaces are checked.
 func (c *checker) checkXattrs(ly *layer, p string, st *unix.Stat_t) {
-	priv, _, err := xattrs(p)
+	priv, _, err := xattrs(at.Cwd(p))
 	if err != nil {
 		c.errorf("%s: reading xattrs: %v", p, err)
 		return
@@ -26,20 +25,21 @@ func (c *checker) checkXattrs(ly *layer, p string, st *unix.Stat_t) {
 	for _, name := range sortedKeys(priv) {
 		v := priv[name]
 		drop := fixBy("removed the xattr (no union reads it)", removeXattr(p, name, v))
-		switch key := overlayKey(name); {
-		case key == "origin":
-			if why := originProblem(v); why != "" {
+		_, key, _ := whiteout.ParseKey(name)
+		switch {
+		case key == whiteout.Origin:
+			if why := whiteout.OriginProblem(v); why != "" {
 				// The kernel logs "invalid origin" and ignores it;
 				// without one the entry is a plain copy.
 				c.add(ly, p, BadOrigin, fmt.Sprintf("%s: %s", name, why), fixBy("removed the xattr (the entry then has no recorded origin)", removeXattr(p, name, v)))
 			}
-		case key == "opaque" && !isDir(st):
+		case key == whiteout.Opaque && !isDir(st):
 			c.add(ly, p, BadOpaque, name+" on a non-directory (ignored)", drop)
-		case key == "opaque" && string(v) != "y" && string(v) != "x":
+		case key == whiteout.Opaque && string(v) != "y" && string(v) != "x":
 			c.add(ly, p, BadOpaque, fmt.Sprintf("%s=%q is neither y nor x (ignored: the directory is not opaque)", name, v), drop)
-		case key == "redirect" && !isDir(st) && !stack.Metacopy(p):
+		case key == whiteout.Redirect && !isDir(st) && !whiteout.IsMetacopy(at.Cwd(p)):
 			c.add(ly, p, MisplacedRedirect, name+" on a non-directory that is no metacopy file (ignored)", drop)
-		case name == whiteout.FuseOverlayfsPrefix+"opaque" && (!isDir(st) || string(v) != "y"):
+		case name == whiteout.FuseOverlayfs.Name(whiteout.Opaque) && (!isDir(st) || string(v) != "y"):
 			c.add(ly, p, BadOpaque, fmt.Sprintf("%s=%q on a %s (ignored)", name, v, kindOf(st)), drop)
 		}
 	}
@@ -62,14 +62,15 @@ func (c *checker) checkUpperOrigin(l Layers) bool {
 // redirects and copies against these would be wrong. It returns the
 // xattr that says so.
 func upperOriginMismatch(l Layers) (string, bool) {
-	for _, ns := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
-		v, err := copyup.GetXattr(l.Upper, ns+"origin")
-		if err != nil || len(v) == 0 || originProblem(v) != "" {
+	for _, ns := range whiteout.Kernel {
+		v, err := at.GetXattr(at.Cwd(l.Upper), ns.Name(whiteout.Origin))
+		want, ok := whiteout.OriginHandle(v)
+		if err != nil || !ok {
 			continue
 		}
 		h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, l.Lowers[0], 0)
-		if err == nil && (int32(v[4]) != h.Type() || !bytes.Equal(v[21:], h.Bytes())) {
-			return ns + "origin", true
+		if err == nil && (want.Type() != h.Type() || !bytes.Equal(want.Bytes(), h.Bytes())) {
+			return ns.Name(whiteout.Origin), true
 		}
 	}
 	return "", false
@@ -80,8 +81,9 @@ func upperOriginMismatch(l Layers) (string, bool) {
 // The xattr forms can go; the OCI file is a visible file to kernel
 // overlay, left to a person.
 func (c *checker) checkRootOpacity(ly *layer, root string) {
-	for _, name := range []string{whiteout.TrustedPrefix + "opaque", whiteout.UserPrefix + "opaque", whiteout.FuseOverlayfsPrefix + "opaque"} {
-		if v, err := copyup.GetXattr(root, name); err == nil && string(v) == "y" {
+	for _, ns := range []whiteout.Namespace{whiteout.Trusted, whiteout.User, whiteout.FuseOverlayfs} {
+		name := ns.Name(whiteout.Opaque)
+		if v, err := at.GetXattr(at.Cwd(root), name); err == nil && string(v) == "y" {
 			c.add(ly, root, BadOpaque, name+"=y on a layer root (ignored: a root always merges)", fixBy("removed the xattr (no union reads it)", removeXattr(root, name, v)))
 		}
 	}
@@ -92,56 +94,6 @@ func (c *checker) checkRootOpacity(ly *layer, root string) {
 	}
 }
 
-// originProblem says what is wrong with an origin record (kernel struct
-// ovl_fb: version, magic 0xfb, total length, flags, handle type, a
-// 16-byte uuid, then the file handle), "" when it is well formed. An
-// empty value is valid: the kernel records a null origin when the lower
-// filesystem has no file handles. A newer version or unknown flags are
-// valid too: the kernel reads them as "origin unknown".
-func originProblem(v []byte) string {
-	const header = 21
-	switch {
-	case len(v) == 0:
-		return ""
-	case len(v) < header:
-		return fmt.Sprintf("origin record too short (%d bytes)", len(v))
-	case v[1] != 0xfb:
-		return fmt.Sprintf("origin record has magic %#x, not 0xfb", v[1])
-	case int(v[2]) != len(v):
-		return fmt.Sprintf("origin record says it is %d bytes long but has %d", v[2], len(v))
-	}
-	return ""
-}
-
-// redirectProblem says what is wrong with a redirect value, "" when it is
-// well formed: an absolute path "/a/b" from the layer root without empty,
-// "." or ".." components, or one name in the same parent directory. The
-// kernel fails the lookup of a directory with a malformed redirect.
-func redirectProblem(s string) string {
-	switch {
-	case s == "":
-		return "empty"
-	case strings.IndexByte(s, 0) >= 0:
-		return "contains a NUL byte"
-	case s == "/":
-		return "names the layer root"
-	case s[0] == '/':
-		for _, comp := range strings.Split(s[1:], "/") {
-			if comp == "" {
-				return `has an empty component ("//" or a trailing "/")`
-			}
-			if comp == "." || comp == ".." {
-				return `has a "." or ".." component`
-			}
-		}
-	case strings.Contains(s, "/"):
-		return `is relative but not a single name`
-	case s == "." || s == "..":
-		return `is "." or ".."`
-	}
-	return ""
-}
-
 // checkDirXattrs checks the redirects of directory n of parent (child is
 // its merged entry): malformed values, and targets that lead nowhere.
 func (c *checker) checkDirXattrs(ly *layer, parent *stack.Entry, n string, child *stack.Entry) {
@@ -150,10 +102,10 @@ func (c *checker) checkDirXattrs(ly *layer, parent *stack.Entry, n string, child
 	if len(redirects) == 0 {
 		return
 	}
-	opaque := stack.ReadOpacity(p).Opaque
+	opaque := stack.Markers(p).Opaque
 	malformed := false
 	for _, r := range redirects {
-		if why := redirectProblem(r.value); why != "" {
+		if why := whiteout.RedirectProblem(r.value); why != "" {
 			malformed = true
 			c.add(ly, p, BadRedirect, fmt.Sprintf("%s=%q %s", r.name, r.value, why), c.redirectFix(ly, parent, n, child, opaque, redirects))
 		}
@@ -169,9 +121,9 @@ type xattrVal struct{ name, value string }
 // (the one the stack follows first).
 func readRedirects(p string) []xattrVal {
 	var out []xattrVal
-	for _, ns := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
-		if v, err := copyup.GetXattr(p, ns+"redirect"); err == nil {
-			out = append(out, xattrVal{ns + "redirect", string(v)})
+	for _, ns := range whiteout.Kernel {
+		if v, err := at.GetXattr(at.Cwd(p), ns.Name(whiteout.Redirect)); err == nil {
+			out = append(out, xattrVal{ns.Name(whiteout.Redirect), string(v)})
 		}
 	}
 	return out
@@ -205,11 +157,11 @@ func (c *checker) redirectFix(ly *layer, parent *stack.Entry, n string, child *s
 		return fixBy("removed the redirect (the layers below merge the same without it)", remove)
 	}
 	if len(now) == 0 {
-		ns := strings.TrimSuffix(rs[0].name, "redirect")
+		ns, _, _ := whiteout.ParseKey(rs[0].name)
 		return fixBy("marked the directory opaque and removed the redirect (it showed nothing from below, and stays so)", func() error {
 			// Opaque first: a crash in between leaves an opaque
 			// directory with a redirect, which shows the same.
-			if err := unix.Lsetxattr(p, ns+"opaque", []byte("y"), 0); err != nil {
+			if err := at.SetXattr(at.Cwd(p), ns.Name(whiteout.Opaque), []byte("y"), 0); err != nil {
 				return err
 			}
 			return remove()
@@ -238,7 +190,7 @@ func dirsBelow(s *stack.Stack, parent *stack.Entry, name string) ([]stack.Loc, e
 // the value judged.
 func removeXattr(p, name string, judged []byte) func() error {
 	return func() error {
-		v, err := copyup.GetXattr(p, name)
+		v, err := at.GetXattr(at.Cwd(p), name)
 		if errors.Is(err, unix.ENODATA) {
 			return nil
 		}
@@ -248,7 +200,7 @@ func removeXattr(p, name string, judged []byte) func() error {
 		if !bytes.Equal(v, judged) {
 			return fmt.Errorf("%s of %s changed since it was checked", name, p)
 		}
-		return unix.Lremovexattr(p, name)
+		return at.RemoveXattr(at.Cwd(p), name)
 	}
 }
 

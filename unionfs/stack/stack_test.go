@@ -138,7 +138,7 @@ func TestAgainstKernel(t *testing.T) {
 	must(t, os.Rename(m("x2/bb"), m("bb"))) // renamed twice
 	want := walkDir(t, mnt)
 	unmount()
-	if r, ok := Redirect(filepath.Join(up, "bb")); !ok || r != "/a/b" {
+	if r := Markers(filepath.Join(up, "bb")).Redirect; r != "/a/b" {
 		t.Fatalf("kernel left redirect %q on bb, want /a/b", r)
 	}
 
