@@ -194,7 +194,7 @@ func (u *union) prepareWork(work string) error {
 	// cleanly; finding it means the upper may have lost writes.
 	var st unix.Stat_t
 	if unix.Fstatat(w, "incompat/volatile", &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		return &ConfigError{fmt.Sprintf("workdir %s: a volatile mount of this upper did not end cleanly (%s/work/incompat/volatile exists); its data may be incomplete, remove that directory to mount anyway", work, work)}
+		return configErr("workdir %s: a volatile mount of this upper did not end cleanly (%s/work/incompat/volatile exists); its data may be incomplete, remove that directory to mount anyway", work, work)
 	}
 	names, err := copyup.ReadNames(w)
 	if err != nil {
