@@ -17,6 +17,7 @@ import (
 
 	"github.com/layerfs/layerfs/bench"
 	"github.com/layerfs/layerfs/unionfs"
+	"github.com/layerfs/layerfs/unionfs/driver"
 	flag "github.com/spf13/pflag"
 )
 
@@ -50,7 +51,7 @@ type cli struct {
 	opts       unionfs.Options
 	foreground bool
 	verbose    bool
-	driver     string
+	driver     driver.Mode
 	warnings   []string
 }
 
@@ -71,6 +72,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 		c         cli
 		showVer   bool
 		debug     bool
+		mode      string
 	)
 	fl.StringArrayVarP(&mountOpts, "options", "o", nil, "mount options, fuse-overlayfs syntax")
 	fl.StringArrayVar(&lowers, "lower", nil, "lower directory (repeat; top first)")
@@ -80,7 +82,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	fl.BoolVarP(&debug, "debug", "d", false, "log every FUSE request (implies -f)")
 	fl.BoolVar(&showVer, "version", false, "print the version")
 	fl.BoolVarP(&c.verbose, "verbose", "v", false, "say which driver serves the mount")
-	fl.StringVar(&c.driver, "driver", "auto", "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
+	fl.StringVar(&mode, "driver", string(driver.Auto), "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -101,7 +103,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 			return nil, &exitError{2, err.Error()}
 		}
 		if d != "" && !fl.Changed("driver") {
-			c.driver = d
+			mode = d
 		}
 		c.warnings = append(c.warnings, w...)
 	}
@@ -110,11 +112,11 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	if debug {
 		c.foreground = true
 	}
-	switch c.driver {
-	case "auto", "fuse", "kernel":
-	default:
-		return nil, &exitError{2, fmt.Sprintf("--driver=%s: want auto, fuse or kernel", c.driver)}
+	m, err := driver.ParseMode(mode)
+	if err != nil {
+		return nil, &exitError{2, err.Error()}
 	}
+	c.driver = m
 	pos := fl.Args()
 	switch len(pos) {
 	case 1:
@@ -181,13 +183,22 @@ func run(args []string) int {
 	if err := unionfs.Validate(c.opts); err != nil {
 		return fail(ready, 2, err.Error())
 	}
-	if ready == nil && c.driver != "fuse" {
-		if code, done := tryKernel(c); done {
-			return code
+	if ready == nil {
+		var say func(string)
+		if c.verbose {
+			say = func(msg string) { fmt.Fprintf(os.Stderr, "layerfs: %s\n", msg) }
 		}
-	}
-	if c.verbose && ready == nil {
-		fmt.Fprintln(os.Stderr, "layerfs: serving the mount with FUSE (layerfs)")
+		served, err := driver.Choose(c.opts, c.driver, say)
+		if err != nil {
+			code := 1
+			if errors.Is(err, driver.ErrKernelCannotServe) {
+				code = 2
+			}
+			return fail(nil, code, err.Error())
+		}
+		if served == driver.Kernel {
+			return 0
+		}
 	}
 	if !c.foreground && ready == nil {
 		return daemonize()
@@ -212,47 +223,6 @@ func run(args []string) int {
 	}
 	srv.Wait()
 	return 0
-}
-
-// tryKernel mounts with kernel overlay where it can serve the mount (or
-// where --driver=kernel insists). done reports that the command is over.
-func tryKernel(c *cli) (code int, done bool) {
-	userxattr := c.opts.UserXattr || inUserNamespace()
-	why := unionfs.NeedsFUSE(c.opts, userxattr)
-	if why != "" {
-		if c.driver == "kernel" {
-			return fail(nil, 2, "--driver=kernel: kernel overlay cannot serve this mount: "+why), true
-		}
-		if c.verbose {
-			fmt.Fprintf(os.Stderr, "layerfs: kernel overlay cannot serve this mount (%s)\n", why)
-		}
-		return 0, false
-	}
-	err := unionfs.MountKernel(c.opts, userxattr)
-	if err == nil {
-		if c.verbose {
-			fmt.Fprintln(os.Stderr, "layerfs: serving the mount with kernel overlay")
-		}
-		return 0, true
-	}
-	if c.driver == "kernel" {
-		return fail(nil, 1, err.Error()), true
-	}
-	if c.verbose {
-		fmt.Fprintf(os.Stderr, "layerfs: %v; using FUSE\n", err)
-	}
-	return 0, false
-}
-
-// inUserNamespace reports whether this process runs in a user namespace
-// other than the initial one, where kernel overlay needs userxattr.
-func inUserNamespace() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b))
-	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }
 
 // readyPipe returns the readiness pipe when this process is the detached
