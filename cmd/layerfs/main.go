@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/layerfs/layerfs/bench"
 	"github.com/layerfs/layerfs/unionfs"
 	"github.com/layerfs/layerfs/unionfs/driver"
 	flag "github.com/spf13/pflag"
@@ -28,7 +27,6 @@ const usage = `layerfs: a union (overlay) filesystem in userspace
 Usage:
   layerfs -o lowerdir=L1:L2[,upperdir=U,workdir=W][,opts] MOUNTPOINT
   layerfs --lower L1 --lower L2 [--upper U --work W] MOUNTPOINT
-  layerfs bench [--quick] [--reps N]    (root: compare with kernel overlay and fuse-overlayfs)
   layerfs inspect|diff|export|check|vacuum ...   (layer tools; each has --help)
 
 Lower dirs are read-only, the first is on top. Changes go to the upper dir;
@@ -131,20 +129,6 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	return &c, nil
 }
 
-// runBench runs the benchmark (package bench) with this binary as the
-// layerfs under test unless --layerfs says otherwise.
-func runBench(args []string) int {
-	for _, a := range args {
-		if a == "--layerfs" || strings.HasPrefix(a, "--layerfs=") {
-			return bench.Main(args)
-		}
-	}
-	if exe, err := os.Executable(); err == nil {
-		args = append([]string{"--layerfs", exe}, args...)
-	}
-	return bench.Main(args)
-}
-
 // readyEnv names the fd on which a re-executed server reports readiness.
 const readyEnv = "LAYERFS_READY_FD"
 
@@ -157,9 +141,6 @@ func main() {
 var subcommands = map[string]func(args []string) int{}
 
 func run(args []string) int {
-	if len(args) > 0 && args[0] == "bench" {
-		return runBench(args[1:])
-	}
 	if len(args) > 0 {
 		if sub, ok := subcommands[args[0]]; ok {
 			return sub(args[1:])
