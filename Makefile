@@ -53,7 +53,8 @@ difftest:
 # Benchmarks against kernel overlay and fuse-overlayfs (root; ~15 min).
 # BENCH="--quick" for a short run. Results go to bench/results/.
 bench: build
-	./$(BIN) bench $(BENCH)
+	$(GO) build -o bin/layerfs-bench ./bench/cmd/layerfs-bench
+	./bin/layerfs-bench --layerfs $(BIN) $(BENCH)
 
 # podman as a real client (root; installs podman, runc, busybox-static).
 e2e: build

@@ -75,7 +75,7 @@ func (l listFlag) Set(s string) error {
 
 var errHelp = errors.New("help")
 
-const usageText = `Usage: layerfs bench [flags]   (or: go run ./bench/cmd/layerfs-bench [flags])
+const usageText = `Usage: layerfs-bench [flags]   (make bench, or: go run ./bench/cmd/layerfs-bench [flags])
 
 Benchmarks layerfs against kernel overlay, fuse-overlayfs and a plain
 directory. Runs as root; needs /dev/fuse. Lower data is prepared once under

@@ -80,9 +80,6 @@ func TestFormat(t *testing.T) {
 	if got := fmtRatio(1.234); got != "1.23x" {
 		t.Errorf("fmtRatio = %q", got)
 	}
-	if got := unescapeMountinfo(`/a\040b\134c`); got != `/a b\c` {
-		t.Errorf("unescape = %q", got)
-	}
 }
 
 func sampleResults() *Results {

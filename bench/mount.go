@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -272,43 +272,12 @@ func waitExit(pid int, limit time.Duration) bool {
 	}
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	point  string
-	fstype string
-}
-
-func mountEntries() []mountEntry {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) <= 4 {
-			continue
-		}
-		e := mountEntry{point: unescapeMountinfo(fields[4])}
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) {
-				e.fstype = fields[i+1]
-				break
-			}
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
 // mountPoints lists the mount points in /proc/self/mountinfo.
 func mountPoints() []string {
+	ms, _ := layout.ReadMountInfo()
 	var out []string
-	for _, e := range mountEntries() {
-		out = append(out, e.point)
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
 	}
 	return out
 }
@@ -316,33 +285,14 @@ func mountPoints() []string {
 // fsType is the type of the filesystem mounted at dir (the last mount
 // there wins), "" if none.
 func fsType(dir string) string {
+	ms, _ := layout.ReadMountInfo()
 	t := ""
-	for _, e := range mountEntries() {
-		if e.point == dir {
-			t = e.fstype
+	for _, m := range ms {
+		if m.Mountpoint == dir {
+			t = m.FSType
 		}
 	}
 	return t
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 and the like) of
-// mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func isMounted(dir string) bool {

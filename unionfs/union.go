@@ -193,7 +193,7 @@ func (u *union) prepareWork(work string) error {
 	// A volatile mount leaves work/incompat/volatile until it ends
 	// cleanly; finding it means the upper may have lost writes.
 	if at.Exists(at.Loc{Dir: w, Name: "incompat/volatile"}) {
-		return &ConfigError{fmt.Sprintf("workdir %s: a volatile mount of this upper did not end cleanly (%s/work/incompat/volatile exists); its data may be incomplete, remove that directory to mount anyway", work, work)}
+		return configErr("workdir %s: a volatile mount of this upper did not end cleanly (%s/work/incompat/volatile exists); its data may be incomplete, remove that directory to mount anyway", work, work)
 	}
 	ents, err := at.Dirents(w)
 	if err != nil {

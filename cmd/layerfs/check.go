@@ -10,6 +10,7 @@ import (
 
 	"github.com/layerfs/layerfs/unionfs"
 	"github.com/layerfs/layerfs/unionfs/fsck"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	flag "github.com/spf13/pflag"
 )
 
@@ -78,7 +79,7 @@ func (lf *fsckLayerFlags) register(fl *flag.FlagSet) {
 // layers parses the -o strings (only lowerdir, upperdir and workdir
 // matter offline; a mount's other options are ignored) and adds the
 // flags.
-func (lf *fsckLayerFlags) layers() (fsck.Layers, error) {
+func (lf *fsckLayerFlags) layers() (layout.Layers, error) {
 	var o unionfs.Options
 	for _, s := range lf.opts {
 		for _, item := range splitKeepingEscapes(s, ',') {
@@ -87,11 +88,11 @@ func (lf *fsckLayerFlags) layers() (fsck.Layers, error) {
 				continue
 			}
 			if _, err := parseMountOptions(item, &o); err != nil {
-				return fsck.Layers{}, err
+				return layout.Layers{}, err
 			}
 		}
 	}
-	l := fsck.Layers{Lowers: append(o.Lowers, lf.lowers...), Upper: o.Upper, Work: o.Work}
+	l := layout.Layers{Lowers: append(o.Lowers, lf.lowers...), Upper: o.Upper, Work: o.Work}
 	if lf.upper != "" {
 		l.Upper = lf.upper
 	}
@@ -133,7 +134,7 @@ func fsckUsageError(tool string, err error) int {
 }
 
 type checkArgs struct {
-	layers         fsck.Layers
+	layers         layout.Layers
 	repair, force  bool
 	json           bool
 	helpWasPrinted bool

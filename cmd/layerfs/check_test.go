@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/layerfs/layerfs/unionfs/fsck"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -14,12 +15,12 @@ import (
 func TestParseCheckArgs(t *testing.T) {
 	c, err := parseCheckArgs([]string{"-o", `lowerdir=/l1:/l\:2,upperdir=/u,workdir=/w,redirect_dir=on,index=on,volatile`, "--repair"})
 	require.NoError(t, err)
-	assert.Equal(t, fsck.Layers{Lowers: []string{"/l1", "/l:2"}, Upper: "/u", Work: "/w"}, c.layers)
+	assert.Equal(t, layout.Layers{Lowers: []string{"/l1", "/l:2"}, Upper: "/u", Work: "/w"}, c.layers)
 	assert.True(t, c.repair)
 
 	c, err = parseCheckArgs([]string{"--lower", "/a", "--lower", "/b", "-o", "upperdir=/u", "--work", "/w", "--json"})
 	require.NoError(t, err)
-	assert.Equal(t, fsck.Layers{Lowers: []string{"/a", "/b"}, Upper: "/u", Work: "/w"}, c.layers)
+	assert.Equal(t, layout.Layers{Lowers: []string{"/a", "/b"}, Upper: "/u", Work: "/w"}, c.layers)
 	assert.True(t, c.json)
 
 	for _, bad := range [][]string{
@@ -41,7 +42,7 @@ func TestParseVacuumArgs(t *testing.T) {
 	v, err := parseVacuumArgs([]string{"-n", "-o", "lowerdir=/l,upperdir=/u,workdir=/w"})
 	require.NoError(t, err)
 	assert.True(t, v.dryRun)
-	assert.Equal(t, fsck.Layers{Lowers: []string{"/l"}, Upper: "/u", Work: "/w"}, v.layers)
+	assert.Equal(t, layout.Layers{Lowers: []string{"/l"}, Upper: "/u", Work: "/w"}, v.layers)
 	for _, bad := range [][]string{{}, {"-o", "lowerdir=/l"}, {"--repair", "-o", "lowerdir=/l,upperdir=/u"}} {
 		_, err := parseVacuumArgs(bad)
 		assert.Error(t, err, "%q", bad)

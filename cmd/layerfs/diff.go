@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/layerfs/layerfs/unionfs"
 	"github.com/layerfs/layerfs/unionfs/changes"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	flag "github.com/spf13/pflag"
 )
 
@@ -115,23 +115,23 @@ func (lf *layerFlags) add(fl *flag.FlagSet) {
 
 // layers resolves the flags and the positional args into checked Layers;
 // every error is the caller's mistake.
-func (lf *layerFlags) layers(args []string) (changes.Layers, error) {
+func (lf *layerFlags) layers(args []string) (layout.Layers, error) {
 	named := lf.upper != "" || len(lf.lowers) > 0
-	var l changes.Layers
+	var l layout.Layers
 	switch {
 	case len(args) > 1:
 		return l, fmt.Errorf("want one MOUNTPOINT, got %d arguments (see --help)", len(args))
 	case len(args) == 1 && named:
 		return l, errors.New("give either --upper and --lower or a MOUNTPOINT, not both")
 	case len(args) == 1:
-		d, err := unionfs.Describe(args[0])
+		d, err := layout.Describe(args[0])
 		if err != nil {
 			return l, err
 		}
 		if d.UpperDir == "" {
 			return l, fmt.Errorf("%s is a read-only union: it has no upper dir", args[0])
 		}
-		l = changes.Layers{Upper: d.UpperDir, Lowers: d.LowerDirs}
+		l = layout.Layers{Upper: d.UpperDir, Lowers: d.LowerDirs}
 	case lf.upper == "":
 		return l, errors.New("give --upper U --lower L1:L2, or a MOUNTPOINT (see --help)")
 	default:
@@ -140,5 +140,5 @@ func (lf *layerFlags) layers(args []string) (changes.Layers, error) {
 			l.Lowers = append(l.Lowers, splitEscaped(v, ':')...)
 		}
 	}
-	return l, l.Check()
+	return l, changes.Check(l)
 }

@@ -8,11 +8,12 @@ import (
 	"testing"
 
 	"github.com/layerfs/layerfs/unionfs/changes"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	flag "github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 )
 
-func parseLayerFlags(t *testing.T, args ...string) (changes.Layers, error) {
+func parseLayerFlags(t *testing.T, args ...string) (layout.Layers, error) {
 	t.Helper()
 	fl := flag.NewFlagSet("test", flag.ContinueOnError)
 	var lf layerFlags
@@ -36,7 +37,7 @@ func TestLayerFlags(t *testing.T) {
 
 	l, err := parseLayerFlags(t, "--upper", u, "--lower", a+":"+b, "--lower", c)
 	assert.NoError(t, err)
-	assert.Equal(t, changes.Layers{Upper: u, Lowers: []string{a, b, c}}, l, "top first, in order")
+	assert.Equal(t, layout.Layers{Upper: u, Lowers: []string{a, b, c}}, l, "top first, in order")
 
 	l, err = parseLayerFlags(t, "--upper", u, "--lower", strings.ReplaceAll(colon, ":", `\:`))
 	assert.NoError(t, err)

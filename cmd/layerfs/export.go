@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/unionfs/changes"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	flag "github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
@@ -101,7 +102,7 @@ func runExport(args []string, stdout *os.File, stderr io.Writer) int {
 
 // export runs changes.Export with a progress line on a terminal and
 // warnings on stderr.
-func export(out io.Writer, l changes.Layers, mtime time.Time, stderr io.Writer) error {
+func export(out io.Writer, l layout.Layers, mtime time.Time, stderr io.Writer) error {
 	p := newProgress("exporting")
 	opt := changes.ExportOptions{
 		MTime:    mtime,

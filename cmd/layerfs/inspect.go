@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/layerfs/layerfs/unionfs"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	flag "github.com/spf13/pflag"
 )
 
@@ -42,10 +42,10 @@ type graphDriver struct {
 }
 
 type inspectOutput struct {
-	GraphDriver graphDriver    `json:"GraphDriver"`
-	Driver      string         `json:"Driver"`
-	Options     []string       `json:"Options"`
-	Stats       *unionfs.Stats `json:"Stats,omitempty"`
+	GraphDriver graphDriver   `json:"GraphDriver"`
+	Driver      string        `json:"Driver"`
+	Options     []string      `json:"Options"`
+	Stats       *layout.Stats `json:"Stats,omitempty"`
 }
 
 func runInspect(args []string, stdout, stderr io.Writer) int {
@@ -64,7 +64,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "layerfs inspect: want one MOUNTPOINT (see --help)")
 		return 2
 	}
-	d, err := unionfs.Describe(fl.Arg(0))
+	d, err := layout.Describe(fl.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "layerfs inspect: %v\n", err)
 		return 2
@@ -96,7 +96,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func printInspect(w io.Writer, d *unionfs.Description) {
+func printInspect(w io.Writer, d *layout.Description) {
 	driver := "kernel (overlay)"
 	if d.Stats != nil {
 		driver = fmt.Sprintf("fuse (layerfs, pid %d)", d.Stats.PID)

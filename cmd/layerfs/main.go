@@ -15,8 +15,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/layerfs/layerfs/bench"
 	"github.com/layerfs/layerfs/unionfs"
+	"github.com/layerfs/layerfs/unionfs/driver"
 	flag "github.com/spf13/pflag"
 )
 
@@ -27,7 +27,6 @@ const usage = `layerfs: a union (overlay) filesystem in userspace
 Usage:
   layerfs -o lowerdir=L1:L2[,upperdir=U,workdir=W][,opts] MOUNTPOINT
   layerfs --lower L1 --lower L2 [--upper U --work W] MOUNTPOINT
-  layerfs bench [--quick] [--reps N]    (root: compare with kernel overlay and fuse-overlayfs)
   layerfs inspect|diff|export|check|vacuum ...   (layer tools; each has --help)
 
 Lower dirs are read-only, the first is on top. Changes go to the upper dir;
@@ -50,7 +49,7 @@ type cli struct {
 	opts       unionfs.Options
 	foreground bool
 	verbose    bool
-	driver     string
+	driver     driver.Mode
 	warnings   []string
 }
 
@@ -71,6 +70,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 		c         cli
 		showVer   bool
 		debug     bool
+		mode      string
 	)
 	fl.StringArrayVarP(&mountOpts, "options", "o", nil, "mount options, fuse-overlayfs syntax")
 	fl.StringArrayVar(&lowers, "lower", nil, "lower directory (repeat; top first)")
@@ -80,7 +80,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	fl.BoolVarP(&debug, "debug", "d", false, "log every FUSE request (implies -f)")
 	fl.BoolVar(&showVer, "version", false, "print the version")
 	fl.BoolVarP(&c.verbose, "verbose", "v", false, "say which driver serves the mount")
-	fl.StringVar(&c.driver, "driver", "auto", "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
+	fl.StringVar(&mode, "driver", string(driver.Auto), "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -101,7 +101,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 			return nil, &exitError{2, err.Error()}
 		}
 		if d != "" && !fl.Changed("driver") {
-			c.driver = d
+			mode = d
 		}
 		c.warnings = append(c.warnings, w...)
 	}
@@ -110,11 +110,11 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	if debug {
 		c.foreground = true
 	}
-	switch c.driver {
-	case "auto", "fuse", "kernel":
-	default:
-		return nil, &exitError{2, fmt.Sprintf("--driver=%s: want auto, fuse or kernel", c.driver)}
+	m, err := driver.ParseMode(mode)
+	if err != nil {
+		return nil, &exitError{2, err.Error()}
 	}
+	c.driver = m
 	pos := fl.Args()
 	switch len(pos) {
 	case 1:
@@ -129,20 +129,6 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	return &c, nil
 }
 
-// runBench runs the benchmark (package bench) with this binary as the
-// layerfs under test unless --layerfs says otherwise.
-func runBench(args []string) int {
-	for _, a := range args {
-		if a == "--layerfs" || strings.HasPrefix(a, "--layerfs=") {
-			return bench.Main(args)
-		}
-	}
-	if exe, err := os.Executable(); err == nil {
-		args = append([]string{"--layerfs", exe}, args...)
-	}
-	return bench.Main(args)
-}
-
 // readyEnv names the fd on which a re-executed server reports readiness.
 const readyEnv = "LAYERFS_READY_FD"
 
@@ -155,9 +141,6 @@ func main() {
 var subcommands = map[string]func(args []string) int{}
 
 func run(args []string) int {
-	if len(args) > 0 && args[0] == "bench" {
-		return runBench(args[1:])
-	}
 	if len(args) > 0 {
 		if sub, ok := subcommands[args[0]]; ok {
 			return sub(args[1:])
@@ -181,13 +164,22 @@ func run(args []string) int {
 	if err := unionfs.Validate(c.opts); err != nil {
 		return fail(ready, 2, err.Error())
 	}
-	if ready == nil && c.driver != "fuse" {
-		if code, done := tryKernel(c); done {
-			return code
+	if ready == nil {
+		var say func(string)
+		if c.verbose {
+			say = func(msg string) { fmt.Fprintf(os.Stderr, "layerfs: %s\n", msg) }
 		}
-	}
-	if c.verbose && ready == nil {
-		fmt.Fprintln(os.Stderr, "layerfs: serving the mount with FUSE (layerfs)")
+		served, err := driver.Choose(c.opts, c.driver, say)
+		if err != nil {
+			code := 1
+			if errors.Is(err, driver.ErrKernelCannotServe) {
+				code = 2
+			}
+			return fail(nil, code, err.Error())
+		}
+		if served == driver.Kernel {
+			return 0
+		}
 	}
 	if !c.foreground && ready == nil {
 		return daemonize()
@@ -212,47 +204,6 @@ func run(args []string) int {
 	}
 	srv.Wait()
 	return 0
-}
-
-// tryKernel mounts with kernel overlay where it can serve the mount (or
-// where --driver=kernel insists). done reports that the command is over.
-func tryKernel(c *cli) (code int, done bool) {
-	userxattr := c.opts.UserXattr || inUserNamespace()
-	why := unionfs.NeedsFUSE(c.opts, userxattr)
-	if why != "" {
-		if c.driver == "kernel" {
-			return fail(nil, 2, "--driver=kernel: kernel overlay cannot serve this mount: "+why), true
-		}
-		if c.verbose {
-			fmt.Fprintf(os.Stderr, "layerfs: kernel overlay cannot serve this mount (%s)\n", why)
-		}
-		return 0, false
-	}
-	err := unionfs.MountKernel(c.opts, userxattr)
-	if err == nil {
-		if c.verbose {
-			fmt.Fprintln(os.Stderr, "layerfs: serving the mount with kernel overlay")
-		}
-		return 0, true
-	}
-	if c.driver == "kernel" {
-		return fail(nil, 1, err.Error()), true
-	}
-	if c.verbose {
-		fmt.Fprintf(os.Stderr, "layerfs: %v; using FUSE\n", err)
-	}
-	return 0, false
-}
-
-// inUserNamespace reports whether this process runs in a user namespace
-// other than the initial one, where kernel overlay needs userxattr.
-func inUserNamespace() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b))
-	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }
 
 // readyPipe returns the readiness pipe when this process is the detached

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/layerfs/layerfs/unionfs/fsck"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	flag "github.com/spf13/pflag"
 )
 
@@ -48,7 +49,7 @@ type vacuumEntry struct {
 }
 
 type vacuumArgs struct {
-	layers   fsck.Layers
+	layers   layout.Layers
 	dryRun   bool
 	verbose  bool
 	json     bool

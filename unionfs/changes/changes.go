@@ -17,20 +17,15 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"golang.org/x/sys/unix"
 )
 
-// Layers is an upper directory over its lower directories.
-type Layers struct {
-	Upper  string
-	Lowers []string // top first
-}
-
-// Check reports input that cannot be compared: a missing directory, or
-// the upper directory also named as a lower one. Its errors are the
-// caller's mistakes, not failures.
-func (l Layers) Check() error {
+// Check reports layers that cannot be compared: a missing directory, or
+// the upper directory also named as a lower one (the work dir is not
+// used). Its errors are the caller's mistakes, not failures.
+func Check(l layout.Layers) error {
 	up, err := statDir("upper dir", l.Upper)
 	if err != nil {
 		return err
@@ -103,7 +98,7 @@ func (c Change) String() string {
 //     and it does not.
 //
 // Markers themselves (".wh.*" names, overlay xattrs) are never listed.
-func Diff(l Layers) ([]Change, error) {
+func Diff(l layout.Layers) ([]Change, error) {
 	d := &differ{}
 	if err := newWalker(l, d).run(); err != nil {
 		return nil, err
@@ -154,7 +149,7 @@ type walker struct {
 	forget bool
 }
 
-func newWalker(l Layers, v visitor) *walker {
+func newWalker(l layout.Layers, v visitor) *walker {
 	return &walker{
 		merged: &stack.Stack{Layers: append([]string{l.Upper}, l.Lowers...)},
 		lower:  &stack.Stack{Layers: l.Lowers},

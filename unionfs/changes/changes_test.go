@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/stretchr/testify/assert"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,7 @@ func TestDiffOCILayers(t *testing.T) {
 		"xfile/inner", "i", // a dir over a lower file
 		"dirfile", "now a file", // a file over a lower dir: its content goes unlisted
 		"link->b", "")
-	got := diffLines(t, Layers{Upper: d["u"], Lowers: []string{d["l1"], d["l2"]}})
+	got := diffLines(t, layout.Layers{Upper: d["u"], Lowers: []string{d["l1"], d["l2"]}})
 	assert.Equal(t, lines(
 		"C /b", "D /b/y",
 		"C /c", "A /c/new", "C /c/sub", "D /c/sub/s", "A /c/sub/t", "D /c/z",
@@ -48,9 +49,9 @@ func TestDiffEdges(t *testing.T) {
 	d := dirs(t, "l", "u", "empty")
 	build(t, d["l"], "f", "f", "d/g", "g")
 	build(t, d["u"], "d/h", "h", ".wh.f", "")
-	assert.Equal(t, lines("A /d", "A /d/h"), diffLines(t, Layers{Upper: d["u"]}))
-	assert.Equal(t, "", diffLines(t, Layers{Upper: d["empty"], Lowers: []string{d["l"]}}))
-	list, err := Diff(Layers{Upper: d["empty"], Lowers: []string{d["l"]}})
+	assert.Equal(t, lines("A /d", "A /d/h"), diffLines(t, layout.Layers{Upper: d["u"]}))
+	assert.Equal(t, "", diffLines(t, layout.Layers{Upper: d["empty"], Lowers: []string{d["l"]}}))
+	list, err := Diff(layout.Layers{Upper: d["empty"], Lowers: []string{d["l"]}})
 	assert.NoError(t, err)
 	assert.Empty(t, list)
 }
@@ -61,18 +62,18 @@ func TestCheck(t *testing.T) {
 	link := filepath.Join(filepath.Dir(d["u"]), "u-link")
 	must(t, os.Symlink(d["u"], link))
 	for _, tc := range []struct {
-		l    Layers
+		l    layout.Layers
 		want string
 	}{
-		{Layers{Upper: d["u"], Lowers: []string{d["l"]}}, ""},
-		{Layers{Upper: "/nonexistent/u", Lowers: []string{d["l"]}}, "upper dir /nonexistent/u: no such file or directory"},
-		{Layers{Upper: d["u"], Lowers: []string{"/nonexistent/l"}}, "lower dir /nonexistent/l: no such file or directory"},
-		{Layers{Upper: filepath.Join(d["u"], "file"), Lowers: []string{d["l"]}}, "not a directory"},
-		{Layers{Upper: d["u"], Lowers: []string{d["l"], link}}, "is both the upper dir and a lower dir"},
-		{Layers{Upper: d["u"], Lowers: []string{""}}, "empty lower dir name"},
-		{Layers{Lowers: []string{d["l"]}}, "empty upper dir name"},
+		{layout.Layers{Upper: d["u"], Lowers: []string{d["l"]}}, ""},
+		{layout.Layers{Upper: "/nonexistent/u", Lowers: []string{d["l"]}}, "upper dir /nonexistent/u: no such file or directory"},
+		{layout.Layers{Upper: d["u"], Lowers: []string{"/nonexistent/l"}}, "lower dir /nonexistent/l: no such file or directory"},
+		{layout.Layers{Upper: filepath.Join(d["u"], "file"), Lowers: []string{d["l"]}}, "not a directory"},
+		{layout.Layers{Upper: d["u"], Lowers: []string{d["l"], link}}, "is both the upper dir and a lower dir"},
+		{layout.Layers{Upper: d["u"], Lowers: []string{""}}, "empty lower dir name"},
+		{layout.Layers{Lowers: []string{d["l"]}}, "empty upper dir name"},
 	} {
-		err := tc.l.Check()
+		err := Check(tc.l)
 		if tc.want == "" {
 			assert.NoError(t, err)
 		} else if assert.Error(t, err, "%+v", tc.l) {
@@ -108,7 +109,7 @@ func TestDiffKernel(t *testing.T) {
 	var st unix.Stat_t
 	must(t, unix.Lstat(filepath.Join(d["u"], "gone"), &st))
 	assert.Equal(t, uint32(unix.S_IFCHR), st.Mode&unix.S_IFMT, "the kernel leaves a char 0/0 whiteout")
-	got := diffLines(t, Layers{Upper: d["u"], Lowers: []string{d["l1"], d["l2"]}})
+	got := diffLines(t, layout.Layers{Upper: d["u"], Lowers: []string{d["l1"], d["l2"]}})
 	assert.Equal(t, lines(
 		"C /a", "D /a/b", "D /a/g",
 		"D /gone",
@@ -134,6 +135,6 @@ func TestDiffXattrForms(t *testing.T) {
 	must(t, unix.Setxattr(filepath.Join(d["u"], "p"), "user.overlay.opaque", []byte("y"), 0))
 	must(t, unix.Setxattr(filepath.Join(d["u"], "q"), "user.fuseoverlayfs.opaque", []byte("y"), 0))
 	must(t, unix.Mknod(filepath.Join(d["u"], "r/c"), unix.S_IFCHR, 0))
-	got := diffLines(t, Layers{Upper: d["u"], Lowers: []string{d["l"]}})
+	got := diffLines(t, layout.Layers{Upper: d["u"], Lowers: []string{d["l"]}})
 	assert.Equal(t, lines("C /d", "D /d/x", "C /d/y", "C /p", "D /p/a", "C /q", "D /q/b", "C /r", "D /r/c"), got)
 }

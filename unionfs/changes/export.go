@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -46,7 +47,7 @@ type ExportOptions struct {
 //   - Files with holes are written in PAX sparse format 1.0.
 //   - Xattrs are kept as SCHILY.xattr records, except the union's own
 //     (whiteout.IsPrivateXattr). Sockets are skipped with a warning.
-func Export(w io.Writer, l Layers, opt ExportOptions) error {
+func Export(w io.Writer, l layout.Layers, opt ExportOptions) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	x := &exporter{raw: bw, tw: tar.NewWriter(bw), opt: opt, links: map[fileID]string{}}
 	wk := newWalker(l, x)

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/stretchr/testify/assert"
 	"golang.org/x/sys/unix"
 )
 
-func export(t *testing.T, l Layers, opt ExportOptions) []byte {
+func export(t *testing.T, l layout.Layers, opt ExportOptions) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	must(t, Export(&buf, l, opt))
@@ -88,7 +89,7 @@ func TestExportFormat(t *testing.T) {
 	var warnings []string
 	var progress []int64
 	mtime := time.Unix(1700000000, 0)
-	b := export(t, Layers{Upper: d["u"], Lowers: []string{d["l"]}}, ExportOptions{
+	b := export(t, layout.Layers{Upper: d["u"], Lowers: []string{d["l"]}}, ExportOptions{
 		MTime:    mtime,
 		Warn:     func(m string) { warnings = append(warnings, m) },
 		Progress: func(n int64) { progress = append(progress, n) },
@@ -138,7 +139,7 @@ func TestExportReproducible(t *testing.T) {
 	must(t, os.WriteFile(sparse, []byte("head"), 0o644))
 	writeAt(t, sparse, 1<<20, "tail")
 
-	l := Layers{Upper: d["u"], Lowers: []string{d["l"]}}
+	l := layout.Layers{Upper: d["u"], Lowers: []string{d["l"]}}
 	first := export(t, l, ExportOptions{})
 	assert.Equal(t, first, export(t, l, ExportOptions{}), "two exports differ")
 
@@ -146,7 +147,7 @@ func TestExportReproducible(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", d["l"], d["u"], copyRoot).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a: %v %s", err, out)
 	}
-	c := Layers{Upper: filepath.Join(copyRoot, "u"), Lowers: []string{filepath.Join(copyRoot, "l")}}
+	c := layout.Layers{Upper: filepath.Join(copyRoot, "u"), Lowers: []string{filepath.Join(copyRoot, "l")}}
 	opt := ExportOptions{MTime: time.Unix(86400, 0)}
 	assert.True(t, bytes.Equal(export(t, l, opt), export(t, c, opt)), "the export of a cp -a copy differs")
 }
@@ -175,7 +176,7 @@ func TestExportSparse(t *testing.T) {
 	if blocks(t, u("holes")) > 64 {
 		t.Skip("the test dir's filesystem does not keep holes")
 	}
-	b := export(t, Layers{Upper: d["u"]}, ExportOptions{})
+	b := export(t, layout.Layers{Upper: d["u"]}, ExportOptions{})
 
 	for _, e := range readTar(t, b) {
 		want, err := os.ReadFile(u(e.hdr.Name))
@@ -234,7 +235,7 @@ func TestExportMetacopy(t *testing.T) {
 			t.Skipf("the kernel made no metacopy file of %s: %v", p, err)
 		}
 	}
-	l := Layers{Upper: d["u"], Lowers: []string{d["l"]}}
+	l := layout.Layers{Upper: d["u"], Lowers: []string{d["l"]}}
 	assert.Equal(t, lines("C /dir", "C /dir/f", "A /dir/moved", "D /g"), diffLines(t, l))
 	assert.Equal(t, strings.Join([]string{
 		`.wh.g 0 0 0:0 ""`,
@@ -257,7 +258,7 @@ func TestExportRedirect(t *testing.T) {
 	must(t, os.RemoveAll(m("c")))
 	must(t, os.Rename(m("moved/sub"), m("c"))) // onto its whiteout
 	unmount()
-	l := Layers{Upper: d["u"], Lowers: []string{d["l"]}}
+	l := layout.Layers{Upper: d["u"], Lowers: []string{d["l"]}}
 	assert.Equal(t, lines("C /a", "D /a/b", "C /c", "A /c/g", "D /c/old", "A /moved", "A /moved/f", "A /moved/new"), diffLines(t, l))
 	assert.Equal(t, strings.Join([]string{
 		`a/ 5 755 0:0`,

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,7 +83,7 @@ func mountOverlay(t *testing.T, mnt, opts string) func() {
 	}
 }
 
-func diffLines(t *testing.T, l Layers) string {
+func diffLines(t *testing.T, l layout.Layers) string {
 	t.Helper()
 	list, err := Diff(l)
 	must(t, err)

@@ -12,7 +12,7 @@
 // at the same path, again only where the merged view cannot change.
 //
 // Both refuse to change anything while a live union (kernel overlay or a
-// layerfs server) uses the directories: see unionfs.InUse.
+// layerfs server) uses the directories: see layout.InUse.
 package fsck
 
 import (
@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"golang.org/x/sys/unix"
 )
@@ -110,8 +111,8 @@ type Options struct {
 // Check checks the layers. The error is for what stops the check from
 // starting (a layer that is no directory, a live union when repairing);
 // problems met on the way are in the report.
-func Check(l Layers, opt Options) (*Report, error) {
-	l, err := l.resolve()
+func Check(l layout.Layers, opt Options) (*Report, error) {
+	l, err := resolve(l)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +121,7 @@ func Check(l Layers, opt Options) (*Report, error) {
 		return nil, errors.New("an upper dir is only checked with its lower dirs")
 	}
 	if opt.Repair {
-		unlock, err := l.lock()
+		unlock, err := lock(l)
 		if err != nil {
 			return nil, err
 		}

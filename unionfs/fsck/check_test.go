@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -349,15 +350,15 @@ func TestCheckWorkOtherFilesystem(t *testing.T) {
 
 func TestCheckOperationalErrors(t *testing.T) {
 	f := newFixture(t, 1)
-	_, err := Check(Layers{Lowers: []string{filepath.Join(f.upper, "missing")}}, Options{})
+	_, err := Check(layout.Layers{Lowers: []string{filepath.Join(f.upper, "missing")}}, Options{})
 	assert.Error(t, err)
-	_, err = Check(Layers{}, Options{})
+	_, err = Check(layout.Layers{}, Options{})
 	assert.Error(t, err)
 	writeFile(t, filepath.Join(f.upper, "file"), "")
-	_, err = Check(Layers{Upper: filepath.Join(f.upper, "file")}, Options{})
+	_, err = Check(layout.Layers{Upper: filepath.Join(f.upper, "file")}, Options{})
 	assert.Error(t, err)
-	_, err = Vacuum(Layers{Lowers: f.lowers}, VacuumOptions{})
+	_, err = Vacuum(layout.Layers{Lowers: f.lowers}, VacuumOptions{})
 	assert.Error(t, err, "vacuum without an upper dir")
-	_, err = Check(Layers{Upper: f.upper}, Options{})
+	_, err = Check(layout.Layers{Upper: f.upper}, Options{})
 	assert.Error(t, err, "an upper without its lowers: every whiteout would seem useless")
 }

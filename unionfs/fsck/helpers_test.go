@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -55,7 +56,9 @@ func newFixture(t *testing.T, nLowers int) *fixture {
 	return f
 }
 
-func (f *fixture) layers() Layers { return Layers{Lowers: f.lowers, Upper: f.upper, Work: f.work} }
+func (f *fixture) layers() layout.Layers {
+	return layout.Layers{Lowers: f.lowers, Upper: f.upper, Work: f.work}
+}
 
 func (f *fixture) all() []string { return append([]string{f.upper}, f.lowers...) }
 

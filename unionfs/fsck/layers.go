@@ -8,18 +8,11 @@ import (
 	"sort"
 
 	"github.com/layerfs/layerfs/copyup/at"
-	"github.com/layerfs/layerfs/unionfs"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
-
-// Layers names the directories of a union the way a mount gets them.
-type Layers struct {
-	Lowers []string // read-only layers, top first
-	Upper  string   // "" to look at the lowers only
-	Work   string   // "" to leave the work dir out
-}
 
 // ErrInUse is returned (wrapped) when a change is asked for while a live
 // union uses the upper or work dir.
@@ -27,14 +20,15 @@ var ErrInUse = errors.New("in use")
 
 // resolve checks that every named layer is a directory and resolves
 // symlinks once (container engines pass links to layer dirs), so that
-// what is reported and changed is the real directory.
-func (l Layers) resolve() (Layers, error) {
+// what is reported and changed is the real directory. l.Upper may be ""
+// to look at the lowers only, l.Work "" to leave the work dir out.
+func resolve(l layout.Layers) (layout.Layers, error) {
 	if len(l.Lowers) == 0 && l.Upper == "" {
 		return l, errors.New("no layers given")
 	}
 	// As a mount: an upper or work dir that is (or holds, or sits in) a
 	// lower would have a tool change the lower.
-	if err := unionfs.ValidateLayers(l.Lowers, l.Upper, l.Work); err != nil {
+	if err := layout.ValidateLayers(l); err != nil {
 		return l, err
 	}
 	one := func(what, p string) (string, error) {
@@ -55,7 +49,7 @@ func (l Layers) resolve() (Layers, error) {
 		}
 		return r, nil
 	}
-	var out Layers
+	var out layout.Layers
 	var err error
 	for _, p := range l.Lowers {
 		r, err := one("lowerdir", p)
@@ -82,8 +76,8 @@ func (l Layers) resolve() (Layers, error) {
 // that no layerfs mount starts while layers are being changed. Kernel
 // overlay takes no such lock: a kernel mount started meanwhile is not
 // prevented.
-func (l Layers) lock() (unlock func(), err error) {
-	if who, busy := unionfs.InUse(l.Upper, l.Work); busy {
+func lock(l layout.Layers) (unlock func(), err error) {
+	if who, busy := layout.InUse(l); busy {
 		return nil, fmt.Errorf("%w by %s", ErrInUse, who)
 	}
 	if l.Upper == "" && l.Work == "" {
@@ -107,8 +101,8 @@ func (l Layers) lock() (unlock func(), err error) {
 
 // InUseWarning says, for read-only runs, who uses the layers ("" when
 // nobody does): results may then be racy.
-func InUseWarning(l Layers) string {
-	who, busy := unionfs.InUse(l.Upper, l.Work)
+func InUseWarning(l layout.Layers) string {
+	who, busy := layout.InUse(l)
 	if !busy {
 		return ""
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -42,8 +43,8 @@ type VacuumResult struct {
 // directories left empty that match the lower directory they cover.
 // "Identical" is strict, and anything in doubt is kept: see sameFile and
 // sameDir.
-func Vacuum(l Layers, opt VacuumOptions) (*VacuumResult, error) {
-	l, err := l.resolve()
+func Vacuum(l layout.Layers, opt VacuumOptions) (*VacuumResult, error) {
+	l, err := resolve(l)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +55,7 @@ func Vacuum(l Layers, opt VacuumOptions) (*VacuumResult, error) {
 		return nil, fmt.Errorf("%s of the upper root does not name the top lower dir %s: give the lower dirs the upper was made with", name, l.Lowers[0])
 	}
 	if !opt.DryRun {
-		unlock, err := l.lock()
+		unlock, err := lock(l)
 		if err != nil {
 			return nil, err
 		}

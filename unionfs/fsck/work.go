@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -14,7 +15,7 @@ import (
 // except W/work/incompat, which the kernel refuses to mount over (a
 // volatile mount leaves incompat/volatile until it ends cleanly, so
 // finding it means the upper may have lost writes).
-func (c *checker) checkWork(l Layers) {
+func (c *checker) checkWork(l layout.Layers) {
 	ly := &layer{name: "work"}
 	if l.Upper != "" {
 		var su, sw unix.Stat_t

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/layerfs/layerfs/copyup/at"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/stack"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -47,7 +48,7 @@ func (c *checker) checkXattrs(ly *layer, p string, st *unix.Stat_t) {
 
 // checkUpperOrigin reports when the upper was used with other lower dirs
 // (see upperOriginMismatch), and whether the upper must be left alone.
-func (c *checker) checkUpperOrigin(l Layers) bool {
+func (c *checker) checkUpperOrigin(l layout.Layers) bool {
 	name, mismatch := upperOriginMismatch(l)
 	if mismatch {
 		ly := &layer{name: "upper", frozen: "give the lower dirs the upper was made with"}
@@ -61,7 +62,7 @@ func (c *checker) checkUpperOrigin(l Layers) bool {
 // the upper was used with other lower dirs, and judging its whiteouts,
 // redirects and copies against these would be wrong. It returns the
 // xattr that says so.
-func upperOriginMismatch(l Layers) (string, bool) {
+func upperOriginMismatch(l layout.Layers) (string, bool) {
 	for _, ns := range whiteout.Kernel {
 		v, err := at.GetXattr(at.Cwd(l.Upper), ns.Name(whiteout.Origin))
 		want, ok := whiteout.OriginHandle(v)

@@ -1,14 +1,13 @@
-package unionfs
+package layout
 
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // MountInfo is one mount as /proc/self/mountinfo lists it.
@@ -19,15 +18,22 @@ type MountInfo struct {
 	Options    []string // per-superblock options, unescaped
 }
 
-// ReadMountInfo lists the mounts this process sees.
+// ReadMountInfo lists the mounts this process sees, in mountinfo's order
+// (a mount stacked on another comes after it).
 func ReadMountInfo() ([]MountInfo, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	return parseMountInfo(f)
+}
+
+// parseMountInfo reads mountinfo lines: "ID PARENT MAJ:MIN ROOT POINT
+// OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS".
+func parseMountInfo(r io.Reader) ([]MountInfo, error) {
 	var out []MountInfo
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -97,22 +103,23 @@ func FindMount(path string) (*MountInfo, error) {
 
 // OverlayDirs reads the layer directories of a kernel overlay mount from
 // its options: lowers top first (both the "lowerdir=A:B" and the repeated
-// "lowerdir+=" forms), upper and work dir.
-func (m *MountInfo) OverlayDirs() (lowers []string, upper, work string) {
+// "lowerdir+=" forms), upper and work dir, as the mount was given them.
+func (m *MountInfo) OverlayDirs() Layers {
+	var l Layers
 	for _, o := range m.Options {
 		k, v, _ := strings.Cut(o, "=")
 		switch k {
 		case "lowerdir":
-			lowers = append(lowers, splitLowerdir(v)...)
+			l.Lowers = append(l.Lowers, splitLowerdir(v)...)
 		case "lowerdir+":
-			lowers = append(lowers, v)
+			l.Lowers = append(l.Lowers, v)
 		case "upperdir":
-			upper = v
+			l.Upper = v
 		case "workdir":
-			work = v
+			l.Work = v
 		}
 	}
-	return lowers, upper, work
+	return l
 }
 
 // splitLowerdir splits "A:B" at colons not escaped as "\:".
@@ -132,47 +139,4 @@ func splitLowerdir(v string) []string {
 		}
 	}
 	return append(out, cur.String())
-}
-
-// InUse says whether a live union uses upper or work: a kernel overlay
-// or layerfs mount naming either (in this mount namespace), or a layerfs
-// server holding the work dir's lock (in any). Offline tools that change
-// layer dirs refuse while one does.
-func InUse(upper, work string) (string, bool) {
-	same := func(a, b string) bool {
-		var sa, sb unix.Stat_t
-		return a != "" && b != "" && unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
-	}
-	if ms, err := ReadMountInfo(); err == nil {
-		for _, m := range ms {
-			var u, w, what string
-			switch m.FSType {
-			case "overlay":
-				_, u, w = m.OverlayDirs()
-				what = "kernel overlay"
-			case "fuse.layerfs":
-				d, err := Describe(m.Mountpoint)
-				if err != nil {
-					continue
-				}
-				u, w, what = d.UpperDir, d.WorkDir, "layerfs"
-			default:
-				continue
-			}
-			if same(u, upper) || same(w, work) || same(u, work) || same(w, upper) {
-				return what + " mounted at " + m.Mountpoint, true
-			}
-		}
-	}
-	if work != "" {
-		fd, err := unix.Open(work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err == nil {
-			defer unix.Close(fd)
-			if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == unix.EWOULDBLOCK {
-				return "a layerfs server (it holds the lock on " + work + ")", true
-			}
-			unix.Flock(fd, unix.LOCK_UN)
-		}
-	}
-	return "", false
 }

@@ -1,4 +1,4 @@
-package unionfs
+package driver
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/layerfs/layerfs/unionfs"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -14,11 +16,17 @@ import (
 // Kernel overlay as a driver: where the kernel can serve a union as asked,
 // layerfs mounts it and gets out of the way.
 
+// dirs validates the layers and mount point of opts as unionfs.Mount
+// does, and returns them resolved.
+func dirs(opts unionfs.Options) (layout.Layers, string, error) {
+	return layout.ValidateMount(layout.Layers{Lowers: opts.Lowers, Upper: opts.Upper, Work: opts.Work}, opts.Mountpoint)
+}
+
 // NeedsFUSE returns why opts can only be served by layerfs itself, or ""
 // when kernel overlay can serve them: options the kernel lacks, and
 // markers in the layers that the kernel would not read (OCI ".wh." files,
 // opaque xattrs of another namespace).
-func NeedsFUSE(opts Options, userxattr bool) string {
+func NeedsFUSE(opts unionfs.Options, userxattr bool) string {
 	switch {
 	case len(opts.UIDMap) > 0 || len(opts.GIDMap) > 0:
 		return "uid/gid mapping"
@@ -33,15 +41,15 @@ func NeedsFUSE(opts Options, userxattr bool) string {
 	case opts.Debug:
 		return "debug log"
 	}
-	l, err := opts.validate()
+	l, _, err := dirs(opts)
 	if err != nil {
 		return err.Error()
 	}
-	dirs := append([]string{}, l.lowers...)
-	if l.upper != "" {
-		dirs = append(dirs, l.upper)
+	layers := append([]string{}, l.Lowers...)
+	if l.Upper != "" {
+		layers = append(layers, l.Upper)
 	}
-	for _, d := range dirs {
+	for _, d := range layers {
 		if why := foreignMarkers(d, userxattr); why != "" {
 			return why
 		}
@@ -83,14 +91,14 @@ func foreignMarkers(root string, userxattr bool) string {
 // MountKernel mounts opts with kernel overlayfs, through the new mount API
 // (one fsconfig call per lower layer, so long stacks have no option-string
 // limit), falling back to mount(2).
-func MountKernel(opts Options, userxattr bool) error {
-	l, err := opts.validate()
+func MountKernel(opts unionfs.Options, userxattr bool) error {
+	l, mnt, err := dirs(opts)
 	if err != nil {
 		return err
 	}
 	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if errors.Is(err, unix.ENOSYS) {
-		return mountKernelLegacy(l, opts, userxattr)
+		return mountKernelLegacy(l, mnt, opts, userxattr)
 	}
 	if err != nil {
 		return fmt.Errorf("kernel overlay: %w", err)
@@ -103,9 +111,9 @@ func MountKernel(opts Options, userxattr bool) error {
 		return fmt.Errorf("kernel overlay: %s: %w", step, err)
 	}
 	perLayer := true
-	for _, low := range l.lowers {
+	for _, low := range l.Lowers {
 		if err := unix.FsconfigSetString(fd, "lowerdir+", low); err != nil {
-			if len(l.lowers) > 0 && low == l.lowers[0] && errors.Is(err, unix.EINVAL) {
+			if len(l.Lowers) > 0 && low == l.Lowers[0] && errors.Is(err, unix.EINVAL) {
 				perLayer = false // kernel before 6.8
 				fsLog(fd)
 				break
@@ -114,19 +122,19 @@ func MountKernel(opts Options, userxattr bool) error {
 		}
 	}
 	if !perLayer {
-		esc := make([]string, len(l.lowers))
-		for i, low := range l.lowers {
+		esc := make([]string, len(l.Lowers))
+		for i, low := range l.Lowers {
 			esc[i] = strings.ReplaceAll(low, ":", `\:`)
 		}
 		if err := unix.FsconfigSetString(fd, "lowerdir", strings.Join(esc, ":")); err != nil {
 			return fail("lowerdir", err)
 		}
 	}
-	if l.upper != "" {
-		if err := unix.FsconfigSetString(fd, "upperdir", l.upper); err != nil {
+	if l.Upper != "" {
+		if err := unix.FsconfigSetString(fd, "upperdir", l.Upper); err != nil {
 			return fail("upperdir", err)
 		}
-		if err := unix.FsconfigSetString(fd, "workdir", l.work); err != nil {
+		if err := unix.FsconfigSetString(fd, "workdir", l.Work); err != nil {
 			return fail("workdir", err)
 		}
 	}
@@ -174,7 +182,7 @@ func MountKernel(opts Options, userxattr bool) error {
 		return fail("fsmount", err)
 	}
 	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, l.mountpoint, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, mnt, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fail("move_mount", err)
 	}
 	return nil
@@ -194,14 +202,14 @@ func fsLog(fd int) string {
 	return strings.Join(msgs, "; ")
 }
 
-func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
-	esc := make([]string, len(l.lowers))
-	for i, low := range l.lowers {
+func mountKernelLegacy(l layout.Layers, mnt string, opts unionfs.Options, userxattr bool) error {
+	esc := make([]string, len(l.Lowers))
+	for i, low := range l.Lowers {
 		esc[i] = strings.NewReplacer(":", `\:`, ",", `\,`).Replace(low)
 	}
 	data := "lowerdir=" + strings.Join(esc, ":")
-	if l.upper != "" {
-		data += ",upperdir=" + l.upper + ",workdir=" + l.work
+	if l.Upper != "" {
+		data += ",upperdir=" + l.Upper + ",workdir=" + l.Work
 	}
 	if userxattr {
 		data += ",userxattr"
@@ -218,7 +226,7 @@ func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
 	if opts.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
-	if err := unix.Mount("overlay", l.mountpoint, "overlay", flags, data); err != nil {
+	if err := unix.Mount("overlay", mnt, "overlay", flags, data); err != nil {
 		return fmt.Errorf("kernel overlay: %w", err)
 	}
 	return nil
@@ -227,7 +235,7 @@ func mountKernelLegacy(l *layout, opts Options, userxattr bool) error {
 // kernelFeatures are the kernel overlay options that match layerfs's own
 // behaviour for opts (trusted xattr format only: with userxattr the kernel
 // allows neither).
-func kernelFeatures(opts Options) []string {
+func kernelFeatures(opts unionfs.Options) []string {
 	if opts.NoFollowRedirect {
 		return []string{"redirect_dir=nofollow"}
 	}

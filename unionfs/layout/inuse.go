@@ -1,0 +1,48 @@
+package layout
+
+import "golang.org/x/sys/unix"
+
+// InUse says whether a live union uses l's upper or work dir (its lowers
+// are not looked at): a kernel overlay or layerfs mount naming either (in
+// this mount namespace), or a layerfs server holding the work dir's lock
+// (in any). who names the user. Offline tools that change layer dirs
+// refuse while one does.
+func InUse(l Layers) (who string, busy bool) {
+	upper, work := l.Upper, l.Work
+	same := func(a, b string) bool {
+		var sa, sb unix.Stat_t
+		return a != "" && b != "" && unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
+	}
+	if ms, err := ReadMountInfo(); err == nil {
+		for _, m := range ms {
+			var u, w, what string
+			switch m.FSType {
+			case "overlay":
+				d := m.OverlayDirs()
+				u, w, what = d.Upper, d.Work, "kernel overlay"
+			case "fuse.layerfs":
+				d, err := Describe(m.Mountpoint)
+				if err != nil {
+					continue
+				}
+				u, w, what = d.UpperDir, d.WorkDir, "layerfs"
+			default:
+				continue
+			}
+			if same(u, upper) || same(w, work) || same(u, work) || same(w, upper) {
+				return what + " mounted at " + m.Mountpoint, true
+			}
+		}
+	}
+	if work != "" {
+		fd, err := unix.Open(work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			defer unix.Close(fd)
+			if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == unix.EWOULDBLOCK {
+				return "a layerfs server (it holds the lock on " + work + ")", true
+			}
+			unix.Flock(fd, unix.LOCK_UN)
+		}
+	}
+	return "", false
+}
