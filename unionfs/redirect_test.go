@@ -109,7 +109,7 @@ func kernelOverlay(t *testing.T, lower, upper, work, mnt, extra string) func() {
 	}
 }
 
-// TestDirectoryRenameRedirect runs the directory renames the issue lists
+// TestDirectoryRenameRedirect runs the directory renames of redirectSteps
 // on layerfs and on kernel overlay with redirect_dir=on side by side: the
 // merged trees must agree after every step, after a remount, and when
 // each reads the other's upper dir.

@@ -15,18 +15,16 @@ import (
 
 var _ fs.NodeRenamer = (*node)(nil)
 
-// A rename runs in phases: resolve (what is at both names, asked once),
-// check (every refusal, before anything changes), prepare (copy-ups and
-// records that leave the merged view as it was), then commit (the one
-// rename in the upper layer, after which the change is made).
+// A rename (or exchange) runs in phases: resolve (what is at both names,
+// asked once), check (every refusal, before anything changes), prepare
+// (copy-ups and records that leave the merged view as it was), then
+// commit (the one rename in the upper layer, after which the change is
+// made).
 
 // renameOp is one rename or exchange, filled by its phases.
 type renameOp struct {
 	flags    uint32
 	src, dst renameEnd
-	// redirect: the source is a directory with a lower part; it moves in
-	// O(1), its upper copy recording where that part lives.
-	redirect bool
 }
 
 // renameEnd is one side of a rename.
@@ -35,23 +33,17 @@ type renameEnd struct {
 	name string
 	n    *node       // the node at the name; nil where nothing is (dst only)
 	at   merge.Probe // what the layers show at the name
+	// redirect: the node is a directory with a lower part that moves
+	// away; it moves in O(1), its upper copy recording where that part
+	// lives (kernel redirect_dir).
+	redirect bool
 }
 
+func (op *renameOp) exchange() bool { return op.flags&unix.RENAME_EXCHANGE != 0 }
+
 func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	if !d.u.writable() {
-		return syscall.EROFS
-	}
-	if whiteout.IsMarkerName(name) {
-		return syscall.ENOENT
-	}
-	if whiteout.IsMarkerName(newName) {
-		return syscall.EINVAL
-	}
-	if len(newName) > maxNameLen {
-		return syscall.ENAMETOOLONG
-	}
-	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 || flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE {
-		return syscall.EINVAL
+	if errno := d.checkRename(name, newName, flags); errno != 0 {
+		return errno
 	}
 	nd, ok := newParent.(*node)
 	if !ok {
@@ -64,14 +56,8 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if errno := op.resolveLocked(); errno != 0 {
 		return errno
 	}
-	if flags&unix.RENAME_EXCHANGE != 0 {
-		return op.exchangeLocked(ctx)
-	}
-	if errno := op.checkLocked(); errno != 0 {
-		return errno
-	}
-	if op.dst.n == op.src.n {
-		return 0 // two names of one file: nothing to do
+	if errno := op.checkLocked(); errno != 0 || op.dst.n == op.src.n {
+		return errno // the same file under two names: nothing to do
 	}
 	if errno := op.prepareLocked(ctx); errno != 0 {
 		return errno
@@ -79,58 +65,74 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return op.commitLocked()
 }
 
+// checkRename refuses what no state of the layers allows.
+func (d *node) checkRename(name, newName string, flags uint32) syscall.Errno {
+	switch {
+	case !d.u.writable():
+		return syscall.EROFS
+	case whiteout.IsMarkerName(name):
+		return syscall.ENOENT
+	case whiteout.IsMarkerName(newName):
+		return syscall.EINVAL
+	case len(newName) > maxNameLen:
+		return syscall.ENAMETOOLONG
+	case flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0, flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE:
+		return syscall.EINVAL
+	}
+	return 0
+}
+
 // resolveLocked asks once what is at both names.
 // Preconditions: renameMu held for writing (every *Locked helper here).
 func (op *renameOp) resolveLocked() syscall.Errno {
 	var errno syscall.Errno
-	s, t := &op.src, &op.dst
-	if s.n, errno = s.dir.child(s.name); errno != 0 {
-		return errno
-	}
-	if s.at, errno = s.dir.probe(s.name); errno != 0 {
-		return errno
-	}
-	if t.at, errno = t.dir.probe(t.name); errno != 0 {
-		return errno
-	}
-	if t.at.Exists {
-		if t.n, errno = t.dir.child(t.name); errno != 0 {
+	for _, e := range []*renameEnd{&op.src, &op.dst} {
+		if e.at, errno = e.dir.probe(e.name); errno != 0 {
 			return errno
 		}
+		if e.at.Exists {
+			if e.n, errno = e.dir.child(e.name); errno != 0 {
+				return errno
+			}
+		}
 	}
-	op.redirect = s.n.dir && !s.n.pureUpper()
+	if op.src.n == nil {
+		return syscall.ENOENT
+	}
+	op.src.redirect = op.src.n.dir && !op.src.n.pureUpper()
+	op.dst.redirect = op.exchange() && op.dst.n != nil && op.dst.n.dir && !op.dst.n.pureUpper()
 	return 0
 }
 
 func (op *renameOp) close() {
 	for _, e := range []*renameEnd{&op.src, &op.dst} {
-		if e.dir != nil {
-			e.dir.u.stack.Close(&e.at.Entry)
-		}
+		e.dir.u.stack.Close(&e.at.Entry)
 	}
 }
 
-// checkLocked refuses what a rename must refuse, changing nothing.
+// checkLocked refuses what a rename must refuse, changing nothing, in
+// the order the kernel checks.
 func (op *renameOp) checkLocked() syscall.Errno {
 	s, t := op.src.n, op.dst.n
-	if t != nil {
-		if op.flags&unix.RENAME_NOREPLACE != 0 {
+	if op.exchange() && t == nil {
+		return syscall.ENOENT
+	}
+	if !op.exchange() && t != nil {
+		switch {
+		case op.flags&unix.RENAME_NOREPLACE != 0:
 			return syscall.EEXIST
-		}
-		if t == s {
+		case t == s:
 			return 0
-		}
-		if t.dir && !s.dir {
+		case t.dir && !s.dir:
 			return syscall.EISDIR
-		}
-		if !t.dir && s.dir {
+		case !t.dir && s.dir:
 			return syscall.ENOTDIR
 		}
 	}
-	if op.redirect && !s.u.redirectDir {
+	if (op.src.redirect || op.dst.redirect) && !s.u.redirectDir {
 		return syscall.EXDEV // redirect_dir=off: mv copies instead
 	}
-	if t != nil && t.dir {
+	if !op.exchange() && t != nil && t.dir {
 		return s.u.checkEmpty(t.layerDirs())
 	}
 	return 0
@@ -140,20 +142,30 @@ func (op *renameOp) checkLocked() syscall.Errno {
 // move needs, leaving the merged view as it was.
 func (op *renameOp) prepareLocked(ctx context.Context) syscall.Errno {
 	s, t := &op.src, &op.dst
-	u := s.dir.u
-	if t.n != nil {
+	if t.n != nil && !op.exchange() {
 		t.n.mu.Lock()
-		t.n.keepForOpeners()
+		t.n.keepForOpeners() // it is about to lose this name
 		t.n.mu.Unlock()
 	}
-	if errno := s.n.copyUp(ctx, withData); errno != 0 {
-		return errno
+	ups := []*node{s.n, t.dir}
+	if op.exchange() {
+		ups = append(ups, t.n)
 	}
-	if errno := t.dir.copyUp(ctx, withData); errno != 0 {
-		return errno
+	for _, n := range ups {
+		if errno := n.copyUp(ctx, withData); errno != 0 {
+			return errno
+		}
 	}
-	// A name of an indexed file moves as an upper name; a replaced one
-	// leaves the union as one (index.go).
+	return op.recordLocked(ctx)
+}
+
+// recordLocked writes what the layers must know before the move: the
+// names of indexed files in the upper layer (a moved name moves as an
+// upper name, a replaced one leaves the union as one: index.go), the
+// redirects of directories whose lower part stays behind, and where
+// inode numbers now come from elsewhere.
+func (op *renameOp) recordLocked(ctx context.Context) syscall.Errno {
+	s, t := &op.src, &op.dst
 	if !s.n.dir {
 		if errno := s.dir.linkUp(ctx, s.name, s.n); errno != 0 {
 			return errno
@@ -164,118 +176,87 @@ func (op *renameOp) prepareLocked(ctx context.Context) syscall.Errno {
 			return errno
 		}
 	}
-	if op.redirect {
-		if errno := s.n.setRedirect(t.dir == s.dir); errno != 0 {
-			return errno
+	samedir := s.dir == t.dir
+	for _, e := range []*renameEnd{s, t} {
+		if e.redirect {
+			if errno := e.n.setRedirect(samedir); errno != 0 {
+				return errno
+			}
 		}
 	}
-	if t.dir != s.dir {
+	if !samedir {
 		t.dir.markImpure()
-	}
-	if t.n != nil && t.n.dir && t.n.inUpper() {
-		// The target's upper copy may hold whiteouts; the rename needs
-		// it truly empty. Its lower part stays hidden by what arrives.
-		tmp := at.Loc{Dir: u.work, Name: at.TempName()}
-		if err := unix.Renameat(t.dir.fdOf(upperLayer), t.name, tmp.Dir, tmp.Name); err != nil {
-			return fs.ToErrno(err)
+		if op.exchange() {
+			s.dir.markImpure()
 		}
-		defer at.RemoveAll(tmp)
 	}
-	if s.n.dir && !op.redirect && (t.at.Below || t.dir.merged()) && !s.n.opaque() {
-		// As the kernel: a directory moved into a merged directory is
-		// made opaque, so it never merges with a lower one of its name.
-		if err := s.n.markOpaque(); err != nil {
-			return fs.ToErrno(err)
-		}
+	if t.n != nil && t.n.dir && !op.exchange() {
+		return t.dir.clearUpperDir(t.name)
 	}
 	return 0
 }
 
+// clearUpperDir removes the upper copy of the directory name of d, which
+// is to be replaced: it may hold whiteouts, and a rename needs it truly
+// empty. Its lower part stays hidden by what arrives.
+func (d *node) clearUpperDir(name string) syscall.Errno {
+	up := d.fdOf(upperLayer)
+	if !at.Exists(at.Loc{Dir: up, Name: name}) {
+		return 0
+	}
+	tmp := at.Loc{Dir: d.u.work, Name: at.TempName()}
+	if err := unix.Renameat(up, name, tmp.Dir, tmp.Name); err != nil {
+		return fs.ToErrno(err)
+	}
+	at.RemoveAll(tmp)
+	return 0
+}
+
 // commitLocked is the rename in the upper layer: after it, the move is
-// made. A whiteout stays at the old name where a lower layer shows it.
+// made. A whiteout stays at the old name where a lower layer shows it;
+// a directory arriving where the layers below show the name is made
+// opaque, as the kernel does, so the two never merge.
 func (op *renameOp) commitLocked() syscall.Errno {
 	s, t := &op.src, &op.dst
 	from := at.Loc{Dir: s.dir.fdOf(upperLayer), Name: s.name}
 	to := at.Loc{Dir: t.dir.fdOf(upperLayer), Name: t.name}
-	if s.n.dir && t.at.Whiteout == whiteout.CharWhiteout {
-		// A directory cannot replace a device: swap with the whiteout,
-		// which then marks the old name if that is needed.
-		if err := unix.Renameat2(from.Dir, from.Name, to.Dir, to.Name, unix.RENAME_EXCHANGE); err != nil {
-			return fs.ToErrno(err)
-		}
-		if !s.at.Below {
+	var err error
+	switch {
+	case op.exchange() || s.n.dir && t.at.Whiteout == whiteout.CharWhiteout:
+		// A directory cannot replace a device: swap with the
+		// whiteout, which then marks the old name if that is needed.
+		err = unix.Renameat2(from.Dir, from.Name, to.Dir, to.Name, unix.RENAME_EXCHANGE)
+		if err == nil && !op.exchange() && !s.at.Below {
 			unix.Unlinkat(from.Dir, from.Name, 0)
 		}
-		return 0
-	}
-	if s.at.Below {
+	case s.at.Below:
 		s.dir.u.stats.whiteouts.Add(1)
-		if err := whiteout.RenameWhiteout(from, to); err != nil {
-			return fs.ToErrno(err)
-		}
-	} else if err := unix.Renameat(from.Dir, from.Name, to.Dir, to.Name); err != nil {
+		err = whiteout.RenameWhiteout(from, to)
+	default:
+		err = unix.Renameat(from.Dir, from.Name, to.Dir, to.Name)
+	}
+	if err != nil {
 		return fs.ToErrno(err)
 	}
 	if t.at.Whiteout == whiteout.FileWhiteout {
 		unix.Unlinkat(to.Dir, whiteout.Prefix+to.Name, 0)
 	}
-	if t.n != nil && !t.n.dir {
+	op.keepApart(s, t)
+	if op.exchange() {
+		op.keepApart(t, s)
+	} else if t.n != nil && !t.n.dir {
 		s.dir.u.dropIndexIfUnused(t.n)
 	}
 	return 0
 }
 
-// exchangeLocked swaps two existing entries (RENAME_EXCHANGE). Both names
-// stay occupied, so no whiteout is needed; a directory arriving where a
-// lower layer has a directory is made opaque so the two do not merge.
-func (op *renameOp) exchangeLocked(ctx context.Context) syscall.Errno {
-	s, t := &op.src, &op.dst
-	if t.n == nil {
-		return syscall.ENOENT
+// keepApart makes the directory that moved from a to b's name opaque
+// where the layers below b show that name or b's parent merges, so that
+// it never merges with a lower directory there.
+func (op *renameOp) keepApart(a, b *renameEnd) {
+	if a.n.dir && !a.redirect && (b.at.Below || b.dir.merged()) && !a.n.opaque() {
+		a.n.markOpaque()
 	}
-	tRedirect := t.n.dir && !t.n.pureUpper()
-	if (op.redirect || tRedirect) && !s.dir.u.redirectDir {
-		return syscall.EXDEV
-	}
-	// prepare
-	for _, n := range []*node{s.n, t.n, t.dir} {
-		if errno := n.copyUp(ctx, withData); errno != 0 {
-			return errno
-		}
-	}
-	for _, e := range []*renameEnd{s, t} {
-		if !e.n.dir {
-			if errno := e.dir.linkUp(ctx, e.name, e.n); errno != 0 {
-				return errno
-			}
-		}
-	}
-	samedir := t.dir == s.dir
-	if op.redirect {
-		if errno := s.n.setRedirect(samedir); errno != 0 {
-			return errno
-		}
-	}
-	if tRedirect {
-		if errno := t.n.setRedirect(samedir); errno != 0 {
-			return errno
-		}
-	}
-	// commit
-	if err := unix.Renameat2(s.dir.fdOf(upperLayer), s.name, t.dir.fdOf(upperLayer), t.name, unix.RENAME_EXCHANGE); err != nil {
-		return fs.ToErrno(err)
-	}
-	if !samedir {
-		s.dir.markImpure()
-		t.dir.markImpure()
-	}
-	if s.n.dir && !op.redirect && (t.at.Below || t.dir.merged()) && !s.n.opaque() {
-		s.n.markOpaque()
-	}
-	if t.n.dir && !tRedirect && (s.at.Below || s.dir.merged()) && !t.n.opaque() {
-		t.n.markOpaque()
-	}
-	return 0
 }
 
 // pureUpper reports whether a directory lives in the upper layer only, so
