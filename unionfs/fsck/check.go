@@ -222,7 +222,7 @@ func (c *checker) repair() {
 // checkLayer walks every directory of the top layer of s.
 func (c *checker) checkLayer(s *stack.Stack, name, frozen string) {
 	ly := &layer{s: s, name: name, frozen: frozen}
-	root, err := mergedRoot(s)
+	root, err := s.Root()
 	if err != nil {
 		c.errorf("%v", err)
 		return

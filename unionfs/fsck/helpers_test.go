@@ -140,7 +140,7 @@ func describe(t *testing.T, p string) string {
 func mergedView(t *testing.T, layers []string) string {
 	t.Helper()
 	s := &stack.Stack{Layers: layers}
-	root, err := mergedRoot(s)
+	root, err := s.Root()
 	must(t, err)
 	var lines []string
 	var walk func(e *stack.Entry, rel string)

@@ -114,25 +114,6 @@ func stackFrom(dirs []string) *stack.Stack {
 	return &stack.Stack{Layers: append([]string(nil), dirs...)}
 }
 
-// mergedRoot is the merged root of s: every layer's root, top first.
-// Neither kernel overlay nor layerfs honours an opaque marker on a layer
-// root (stack.Root does), so neither does this.
-func mergedRoot(s *stack.Stack) (*stack.Entry, error) {
-	e := &stack.Entry{}
-	for i := range s.Layers {
-		l := stack.Loc{Layer: i}
-		var st unix.Stat_t
-		if err := unix.Stat(s.Real(l), &st); err != nil {
-			return nil, &os.PathError{Op: "stat", Path: s.Layers[i], Err: err}
-		}
-		if i == 0 {
-			e.Top, e.Stat = l, st
-		}
-		e.Dirs = append(e.Dirs, l)
-	}
-	return e, nil
-}
-
 // readNames lists a directory, sorted, without touching its atime where
 // the caller may ask for that.
 func readNames(dir string) ([]string, error) {

@@ -71,7 +71,7 @@ func Vacuum(l layout.Layers, opt VacuumOptions) (*VacuumResult, error) {
 		v.roots = append(v.roots, fd)
 	}
 	defer v.closeRoots()
-	root, err := mergedRoot(v.s)
+	root, err := v.s.Root()
 	if err != nil {
 		return nil, err
 	}
