@@ -2,7 +2,8 @@
 // plain directory on a fixed set of filesystem workloads, and writes the
 // medians, ratios to kernel overlay and the FUSE servers' peak memory as
 // a table (stdout, results.md), as JSON (results.json) and as a chart
-// (ratios.svg).
+// (ratios.svg). With --baseline, a second layerfs build runs beside the
+// first as contender layerfs-base, and results.md compares the two.
 //
 // Main is the entry point; it must run as root on a machine with /dev/fuse
 // and kernel overlay. Data (a copy of GOROOT, a large random file, a git
@@ -37,15 +38,34 @@ const (
 	// cLayerPT is layerfs with -o passthrough: open handles, the kernel
 	// doing file I/O on the layer files (root only).
 	cLayerPT = "layerfs-pt"
+	// cLayerBase is a second layerfs binary (--baseline), mounted exactly
+	// like layerfs, so that two builds meet the same machine noise.
+	cLayerBase = "layerfs-base"
 )
 
+// allContenders are the contenders of a run without --baseline, in table
+// order.
 var allContenders = []string{cPlain, cKernel, cLayer, cLayerPT, cFuseOv}
+
+// tableOrder is allContenders with, if base, layerfs-base right after
+// layerfs.
+func tableOrder(base bool) []string {
+	var out []string
+	for _, c := range allContenders {
+		out = append(out, c)
+		if c == cLayer && base {
+			out = append(out, cLayerBase)
+		}
+	}
+	return out
+}
 
 type config struct {
 	reps       int
 	quick      bool
 	out        string
 	layerfs    string
+	baseline   string // --baseline: layerfs binary measured as layerfs-base
 	data       string
 	only       []string
 	contenders []string
@@ -81,6 +101,10 @@ Benchmarks layerfs against kernel overlay, fuse-overlayfs and a plain
 directory. Runs as root; needs /dev/fuse. Lower data is prepared once under
 --data; results go to --out as results.json, results.md and ratios.svg.
 
+To compare two layerfs builds in one run (the same machine noise for both),
+give the older one as --baseline: it runs as one more contender,
+layerfs-base, and results.md compares the two workload by workload.
+
 Flags:
 `
 
@@ -92,9 +116,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.BoolVar(&c.quick, "quick", false, "small data (100 MiB file, part of GOROOT) and one repetition")
 	fl.StringVar(&c.out, "out", "bench/results", "directory for results.json, results.md and ratios.svg")
 	fl.StringVar(&c.layerfs, "layerfs", "./bin/layerfs", "layerfs binary to test")
+	fl.StringVar(&c.baseline, "baseline", "", "a second layerfs binary (the build before a change), measured as contender layerfs-base, mounted like layerfs")
 	fl.StringVar(&c.data, "data", "/var/tmp/layerfs-bench-data", "cache of prepared lower data; scratch mounts live here too")
 	fl.Var(listFlag{&c.only}, "only", "run only these workloads (comma-separated, repeatable; see --list)")
-	fl.Var(listFlag{&c.contenders}, "contenders", "contenders to run (default plain,kernel,layerfs,fuse-overlayfs)")
+	fl.Var(listFlag{&c.contenders}, "contenders", "contenders to run (default "+strings.Join(allContenders, ",")+", and layerfs-base with --baseline)")
 	fl.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for each phase of a trial; a contender that times out is skipped in later repetitions")
 	fl.StringVar(&c.driver, "layerfs-driver", "fuse", "pass --driver=VALUE to layerfs when it has that flag (fuse: measure the FUSE server even where layerfs would defer to kernel overlay; empty: pass nothing)")
 	fl.BoolVar(&c.list, "list", false, "list the workloads and exit")
@@ -122,17 +147,24 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.reps < 1 {
 		return nil, fmt.Errorf("--reps must be at least 1")
 	}
+	base := c.baseline != ""
 	if len(c.contenders) == 0 {
-		c.contenders = append([]string(nil), allContenders...)
+		c.contenders = tableOrder(base)
 	}
 	for _, name := range c.contenders {
-		if !contains(allContenders, name) {
-			return nil, fmt.Errorf("unknown contender %q (have %s)", name, strings.Join(allContenders, ", "))
+		if name == cLayerBase && !base {
+			return nil, fmt.Errorf("contender %s needs --baseline", cLayerBase)
 		}
+		if !contains(tableOrder(true), name) {
+			return nil, fmt.Errorf("unknown contender %q (have %s)", name, strings.Join(tableOrder(true), ", "))
+		}
+	}
+	if base && !contains(c.contenders, cLayerBase) {
+		return nil, fmt.Errorf("--baseline given but --contenders leaves out %s", cLayerBase)
 	}
 	// Keep table order whatever order they were given in.
 	var ordered []string
-	for _, name := range allContenders {
+	for _, name := range tableOrder(base) {
 		if contains(c.contenders, name) {
 			ordered = append(ordered, name)
 		}
@@ -189,6 +221,8 @@ type bench struct {
 	runDir      string   // scratch for this run: DATA/runs/<id>
 	layerfs     string   // absolute path of the binary
 	layerfsArgs []string // given to layerfs before -o
+	baseline    string   // absolute path of the --baseline binary
+	baseArgs    []string // given to the baseline before -o
 	fuseOv      string   // path of fuse-overlayfs
 	ctx         context.Context
 	cold        bool // drop_caches works
@@ -231,6 +265,25 @@ func run(cfg *config) error {
 			notes = append(notes, note)
 		}
 	}
+	if contains(cfg.contenders, cLayerBase) {
+		p, err := filepath.Abs(cfg.baseline)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			return fmt.Errorf("--baseline: layerfs binary %s not found", p)
+		}
+		b.baseline = p
+		// The baseline may predate --driver: ask it, as for layerfs.
+		args, note, err := driverArgs(p, cfg.driver)
+		if err != nil {
+			return fmt.Errorf("--baseline: %w", err)
+		}
+		b.baseArgs = args
+		if note != "" {
+			notes = append(notes, cLayerBase+": "+note)
+		}
+	}
 	if contains(cfg.contenders, cFuseOv) {
 		p, err := ensureFuseOverlayfs()
 		if err != nil {
@@ -240,7 +293,7 @@ func run(cfg *config) error {
 			b.fuseOv = p
 		}
 	}
-	if contains(cfg.contenders, cLayer) || contains(cfg.contenders, cLayerPT) || contains(cfg.contenders, cFuseOv) {
+	if contains(cfg.contenders, cLayer) || contains(cfg.contenders, cLayerPT) || contains(cfg.contenders, cLayerBase) || contains(cfg.contenders, cFuseOv) {
 		if _, err := os.Stat("/dev/fuse"); err != nil {
 			return fmt.Errorf("/dev/fuse: %w", err)
 		}
@@ -323,6 +376,10 @@ func run(cfg *config) error {
 	table := b.results.markdownTable()
 	fmt.Println()
 	fmt.Print(table)
+	if ab := b.results.abTable(); ab != "" {
+		fmt.Println()
+		fmt.Print(ab)
+	}
 	fmt.Println()
 	fmt.Print(b.results.rssTable())
 	if err := b.results.write(cfg.out); err != nil {

@@ -31,13 +31,63 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || c.reps != 3 || len(c.contenders) != len(allContenders) || c.out != "bench/results" {
 		t.Errorf("defaults: %+v %v", c, err)
 	}
-	for _, bad := range [][]string{{"--only", "nope"}, {"--contenders", "zfs"}, {"--reps", "0"}, {"extra"}} {
+	if c.baseline != "" || contains(c.contenders, cLayerBase) {
+		t.Errorf("layerfs-base without --baseline: %+v", c)
+	}
+	for _, bad := range [][]string{{"--only", "nope"}, {"--contenders", "zfs"}, {"--reps", "0"}, {"extra"},
+		{"--contenders", "layerfs-base"}, {"--contenders", "kernel,layerfs", "--baseline", "old"}} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
 	}
 	if _, err := parseFlags([]string{"--help"}, io.Discard); err != errHelp {
 		t.Errorf("--help: %v", err)
+	}
+}
+
+func TestParseFlagsBaseline(t *testing.T) {
+	c, err := parseFlags([]string{"--baseline", "/tmp/old"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.baseline != "/tmp/old" {
+		t.Errorf("baseline = %q", c.baseline)
+	}
+	if got := strings.Join(c.contenders, " "); got != "plain kernel layerfs layerfs-base layerfs-pt fuse-overlayfs" {
+		t.Errorf("default contenders with --baseline: %s", got)
+	}
+	c, err = parseFlags([]string{"--contenders", "layerfs-base,kernel", "--contenders=layerfs", "--baseline=/tmp/old"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.contenders, " "); got != "kernel layerfs layerfs-base" {
+		t.Errorf("contenders not in table order: %s", got)
+	}
+}
+
+// TestLoopOrderRotates checks the order loop runs contenders in: every
+// contender, layerfs-base too, takes each place once over as many
+// repetitions as there are contenders.
+func TestLoopOrderRotates(t *testing.T) {
+	c, err := parseFlags([]string{"--baseline", "/tmp/old", "--reps", "6"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := c.contenders
+	places := map[string]map[int]bool{}
+	for rep := 0; rep < c.reps; rep++ {
+		for i := range cs {
+			name := cs[(i+rep)%len(cs)]
+			if places[name] == nil {
+				places[name] = map[int]bool{}
+			}
+			places[name][i] = true
+		}
+	}
+	for _, name := range cs {
+		if len(places[name]) != len(cs) {
+			t.Errorf("%s ran in places %v", name, places[name])
+		}
 	}
 }
 
@@ -87,7 +137,7 @@ func sampleResults() *Results {
 	r.Machine.Kernel = "6.1 #1"
 	add := func(name string, times map[string][]float64, errs map[string]string) {
 		w := WorkloadResult{Name: name, Cells: map[string]*Cell{}}
-		for _, c := range allContenders {
+		for _, c := range r.Contenders {
 			w.Cells[c] = &Cell{}
 		}
 		r.Workloads = append(r.Workloads, w)
@@ -165,5 +215,148 @@ func TestSVGWellFormed(t *testing.T) {
 	}
 	if texts < 10 {
 		t.Errorf("only %d labels", texts)
+	}
+}
+
+// sampleResultsBase is a run with --baseline: layerfs faster than its
+// baseline on find-cold, slower on untar, alike on chown-r, failing on rm-rf.
+func sampleResultsBase() *Results {
+	r := &Results{Contenders: tableOrder(true), Settings: Settings{Reps: 3, DataSet: "quick"}}
+	r.Machine.Kernel = "6.1 #1"
+	r.Machine.BaseBinary = "/tmp/old/layerfs"
+	r.BaseArgs = []string{"--driver=fuse"}
+	add := func(name string, times map[string][]float64, errs map[string]string) {
+		w := WorkloadResult{Name: name, Cells: map[string]*Cell{}}
+		for _, c := range r.Contenders {
+			w.Cells[c] = &Cell{}
+		}
+		r.Workloads = append(r.Workloads, w)
+		for c, ts := range times {
+			for _, s := range ts {
+				r.add(name, c, trialResult{dur: time.Duration(s * float64(time.Second)), rssKiB: 4096})
+			}
+		}
+		for c, e := range errs {
+			r.add(name, c, trialResult{err: e})
+		}
+	}
+	add("find-cold", map[string][]float64{cKernel: {1, 1, 1}, cLayer: {0.4, 0.5, 0.45}, cLayerBase: {0.9, 1, 0.95}}, nil)
+	add("untar", map[string][]float64{cKernel: {1, 1, 1}, cLayer: {3, 3.1, 2.9}, cLayerBase: {1.5, 1.4, 1.6}}, nil)
+	add("chown-r", map[string][]float64{cKernel: {1, 1, 1}, cLayer: {1, 1.2, 1.1}, cLayerBase: {1.15, 1.05, 1.1}}, nil)
+	add("rm-rf", map[string][]float64{cKernel: {1, 1, 1}, cLayer: {1, 1, 1}}, map[string]string{cLayerBase: "base failed"})
+	r.finish()
+	return r
+}
+
+func TestReportWithoutBaseline(t *testing.T) {
+	r := sampleResults()
+	if ab := r.abTable(); ab != "" {
+		t.Errorf("A/B table without a baseline:\n%s", ab)
+	}
+	md := r.markdown()
+	if strings.Contains(md, "layerfs-base") {
+		t.Errorf("layerfs-base in a report without a baseline:\n%s", md)
+	}
+	header := strings.SplitN(r.markdownTable(), "\n", 2)[0]
+	if strings.Join(strings.Fields(strings.ReplaceAll(header, "|", " ")), " ") !=
+		"workload plain kernel layerfs layerfs-pt fuse-overlayfs layerfs/kernel layerfs-pt/kernel fuse-overlayfs/kernel" {
+		t.Errorf("header changed: %s", header)
+	}
+	if strings.Contains(string(renderSVG(r)), "layerfs-base") {
+		t.Error("layerfs-base in the chart without a baseline")
+	}
+}
+
+// row finds the line of a markdown table that starts with the workload
+// and returns its cells.
+func row(t *testing.T, table, workload string) []string {
+	t.Helper()
+	for _, l := range strings.Split(table, "\n") {
+		cells := strings.Split(strings.Trim(l, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if cells[0] == workload {
+			return cells
+		}
+	}
+	t.Fatalf("no row %s in\n%s", workload, table)
+	return nil
+}
+
+func TestReportWithBaseline(t *testing.T) {
+	r := sampleResultsBase()
+	tab := r.markdownTable()
+	if got := row(t, tab, "workload"); strings.Join(got, " ") !=
+		"workload plain kernel layerfs layerfs-base layerfs-pt fuse-overlayfs layerfs/kernel layerfs-base/kernel layerfs-pt/kernel fuse-overlayfs/kernel" {
+		t.Errorf("header: %v", got)
+	}
+	if got := row(t, tab, "find-cold"); got[3] != "450ms" || got[4] != "950ms" || got[8] != "0.95x" {
+		t.Errorf("find-cold row: %v", got)
+	}
+	if got := row(t, tab, "rm-rf"); got[4] != "error" || got[8] != "error" {
+		t.Errorf("rm-rf row: %v", got)
+	}
+
+	ab := r.abTable()
+	for workload, want := range map[string]string{
+		"workload":  "workload,layerfs (after),layerfs-base (before),after/before,repetitions",
+		"find-cold": "find-cold,450ms,950ms,0.47x,faster",
+		"untar":     "untar,3.00s,1.50s,2.00x,slower",
+		"chown-r":   "chown-r,1.10s,1.10s,1.00x,overlap",
+		"rm-rf":     "rm-rf,1.00s,error,error,-",
+	} {
+		if got := strings.Join(row(t, ab, workload), ","); got != want {
+			t.Errorf("A/B row %s = %s, want %s", workload, got, want)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(ab), "\n")
+	for _, l := range lines {
+		if len(l) != len(lines[0]) {
+			t.Errorf("ragged A/B table:\n%s", ab)
+			break
+		}
+	}
+
+	rss := r.rssTable()
+	if got := strings.Join(row(t, rss, "peak RSS (MiB)"), " "); got != "peak RSS (MiB) layerfs layerfs-base layerfs-pt fuse-overlayfs" {
+		t.Errorf("rss header: %s", got)
+	}
+	if got := row(t, rss, "**max**"); got[2] != "**4.0**" {
+		t.Errorf("rss max row: %v", got)
+	}
+
+	md := r.markdown()
+	for _, want := range []string{
+		"## layerfs against layerfs-base",
+		"about one workload in 10",
+		"- layerfs-base (--baseline): ",
+		"/tmp/old/layerfs run with --driver=fuse",
+		"- rm-rf on layerfs-base: base failed",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+	// The A/B table comes after the main table, before the RSS one.
+	if i, j, k := strings.Index(md, "layerfs-base/kernel"), strings.Index(md, "after/before |"), strings.Index(md, "## Peak RSS"); !(i < j && j < k) {
+		t.Errorf("sections out of order: %d %d %d", i, j, k)
+	}
+	reps := md[strings.Index(md, "## All repetitions"):]
+	if got := row(t, reps, "untar"); got[4] != "1.500 1.400 1.600" {
+		t.Errorf("all repetitions lack layerfs-base: %v", got)
+	}
+
+	svg := string(renderSVG(r))
+	if !strings.Contains(svg, ">layerfs-base</text>") || !strings.Contains(svg, "find-cold layerfs-base: 0.95x") {
+		t.Errorf("chart lacks layerfs-base:\n%s", svg)
+	}
+}
+
+func TestChanceSeparate(t *testing.T) {
+	for n, want := range map[int]float64{1: 1, 2: 1.0 / 3, 3: 0.1, 5: 2.0 / 252} {
+		if got := chanceSeparate(n); math.Abs(got-want) > 1e-12 {
+			t.Errorf("chanceSeparate(%d) = %v, want %v", n, got, want)
+		}
 	}
 }

@@ -83,10 +83,13 @@ func (b *bench) mountUnion(ctx context.Context, kind string, lowers []string, up
 		m.fstype = fsType(mnt)
 		register(m)
 		return m, nil
-	case cLayer, cLayerPT, cFuseOv:
+	case cLayer, cLayerPT, cLayerBase, cFuseOv:
 		bin, args := b.layerfs, append([]string(nil), b.layerfsArgs...)
 		if kind == cLayerPT {
 			args = append(args, "-o", "passthrough")
+		}
+		if kind == cLayerBase {
+			bin, args = b.baseline, append([]string(nil), b.baseArgs...)
 		}
 		if kind == cFuseOv {
 			bin, args = b.fuseOv, nil

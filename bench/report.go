@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ type Results struct {
 	Notes       []string            `json:"notes,omitempty"`
 	MountTypes  map[string][]string `json:"mount_types"` // contender -> filesystem types its mounts had
 	LayerfsArgs []string            `json:"layerfs_args,omitempty"`
+	BaseArgs    []string            `json:"layerfs_base_args,omitempty"` // given to the --baseline binary
 	Elapsed     string              `json:"elapsed,omitempty"`
 }
 
@@ -40,6 +42,9 @@ type Machine struct {
 	LayerfsBinary        string            `json:"layerfs_binary,omitempty"`
 	LayerfsCommit        string            `json:"layerfs_commit,omitempty"`
 	LayerfsVersion       string            `json:"layerfs_version,omitempty"`
+	BaseBinary           string            `json:"layerfs_base_binary,omitempty"` // --baseline
+	BaseCommit           string            `json:"layerfs_base_commit,omitempty"`
+	BaseVersion          string            `json:"layerfs_base_version,omitempty"`
 	GoVersion            string            `json:"go_version"`
 	LoadAvgStart         string            `json:"loadavg_start"`
 	LoadAvgEnd           string            `json:"loadavg_end,omitempty"`
@@ -85,6 +90,7 @@ func newResults(b *bench, notes []string) *Results {
 		Notes:       notes,
 		MountTypes:  map[string][]string{},
 		LayerfsArgs: b.layerfsArgs,
+		BaseArgs:    b.baseArgs,
 		Settings: Settings{
 			Reps:        b.cfg.reps,
 			Quick:       b.cfg.quick,
@@ -227,30 +233,104 @@ func (c *Cell) ratioText() string {
 	return fmtRatio(*c.Ratio)
 }
 
+// columns are the contenders the tables show, in table order: all of
+// them, run or not, and layerfs-base when the run had it.
+func (r *Results) columns() []string {
+	return tableOrder(contains(r.Contenders, cLayerBase))
+}
+
+// unionColumns are the columns other than plain and kernel: the unions
+// compared to kernel overlay, all of them FUSE servers.
+func (r *Results) unionColumns() []string {
+	var out []string
+	for _, c := range r.columns() {
+		if c != cPlain && c != cKernel {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // markdownTable renders the main table: medians and ratios to kernel.
 func (r *Results) markdownTable() string {
 	header := []string{"workload"}
-	header = append(header, allContenders...)
-	header = append(header, "layerfs/kernel", "layerfs-pt/kernel", "fuse-overlayfs/kernel")
+	header = append(header, r.columns()...)
+	for _, c := range r.unionColumns() {
+		header = append(header, c+"/kernel")
+	}
 	rows := [][]string{header}
 	for _, w := range r.Workloads {
 		row := []string{w.Name}
-		for _, c := range allContenders {
+		for _, c := range r.columns() {
 			row = append(row, w.Cells[c].timeText())
 		}
-		row = append(row, w.Cells[cLayer].ratioText(), w.Cells[cLayerPT].ratioText(), w.Cells[cFuseOv].ratioText())
+		for _, c := range r.unionColumns() {
+			row = append(row, w.Cells[c].ratioText())
+		}
 		rows = append(rows, row)
 	}
 	return renderTable(rows, 1)
 }
 
+// abTable renders, when the run had a --baseline, layerfs against
+// layerfs-base per workload: both medians, their ratio and whether the
+// repetitions of the two separate. It is "" without a baseline.
+func (r *Results) abTable() string {
+	if !contains(r.Contenders, cLayerBase) {
+		return ""
+	}
+	rows := [][]string{{"workload", cLayer + " (after)", cLayerBase + " (before)", "after/before", "repetitions"}}
+	for _, w := range r.Workloads {
+		after, before := w.Cells[cLayer], w.Cells[cLayerBase]
+		ratio, verdict := "-", "-"
+		if after != nil && before != nil && after.Median != nil && before.Median != nil && *before.Median > 0 {
+			ratio = fmtRatio(*after.Median / *before.Median)
+			verdict = separation(after.Times, before.Times)
+		} else if (after != nil && len(after.Errors) > 0) || (before != nil && len(before.Errors) > 0) {
+			ratio = "error"
+		}
+		rows = append(rows, []string{w.Name, after.timeText(), before.timeText(), ratio, verdict})
+	}
+	return renderTable(rows, 1)
+}
+
+// separation says whether every time of after is below ("faster") or above
+// ("slower") every time of before; "overlap" otherwise, and "-" with fewer
+// than two repetitions on either side.
+func separation(after, before []float64) string {
+	if len(after) < 2 || len(before) < 2 {
+		return "-"
+	}
+	minA, maxA := slices.Min(after), slices.Max(after)
+	minB, maxB := slices.Min(before), slices.Max(before)
+	switch {
+	case maxA < minB:
+		return "faster"
+	case minA > maxB:
+		return "slower"
+	}
+	return "overlap"
+}
+
+// chanceSeparate is the probability that n repetitions of each of two
+// identical builds come out separated (all of one below all of the other,
+// either way round): 2 of the C(2n, n) equally likely orders.
+func chanceSeparate(n int) float64 {
+	c := 1.0 // C(2n, n), built up as the product of (n+i)/i
+	for i := 1; i <= n; i++ {
+		c = c * float64(n+i) / float64(i)
+	}
+	return 2 / c
+}
+
 // rssTable renders the FUSE servers' peak RSS (max over repetitions).
 func (r *Results) rssTable() string {
-	rows := [][]string{{"peak RSS (MiB)", cLayer, cLayerPT, cFuseOv}}
-	var maxes [3]int64
+	cols := r.unionColumns()
+	rows := [][]string{append([]string{"peak RSS (MiB)"}, cols...)}
+	maxes := make([]int64, len(cols))
 	for _, w := range r.Workloads {
 		row := []string{w.Name}
-		for i, c := range []string{cLayer, cLayerPT, cFuseOv} {
+		for i, c := range cols {
 			cell := w.Cells[c]
 			if cell == nil || len(cell.PeakRSS) == 0 {
 				row = append(row, "-")
@@ -356,6 +436,18 @@ func (r *Results) markdown() string {
 	fmt.Fprintf(&b, "\"error\" means at least one repetition failed (see Errors).\n\n")
 	b.WriteString(r.markdownTable())
 	b.WriteString("\n![ratio to kernel overlay per workload](ratios.svg)\n\n")
+	if ab := r.abTable(); ab != "" {
+		b.WriteString("## layerfs against layerfs-base\n\n")
+		b.WriteString("Two layerfs builds in the same run: layerfs (after a change) and the --baseline binary (before it), mounted alike, their trials interleaved. ")
+		b.WriteString("after/before is the ratio of the medians: below 1x the change made the workload faster. ")
+		b.WriteString("\"repetitions\" says faster or slower when every repetition of one build beat every repetition of the other, overlap otherwise (\"-\" with a single repetition)")
+		if n := s.Reps; n >= 2 {
+			fmt.Fprintf(&b, "; with %d repetitions each, two identical builds still separate by chance on about one workload in %.0f", n, 1/chanceSeparate(n))
+		}
+		b.WriteString(".\n\n")
+		b.WriteString(ab)
+		b.WriteString("\n")
+	}
 	b.WriteString("## Peak RSS of the FUSE servers\n\nVmHWM of the server process read just before unmount, max over repetitions.\n\n")
 	b.WriteString(r.rssTable())
 	b.WriteString("\n## Machine\n\n")
@@ -377,8 +469,15 @@ func (r *Results) markdown() string {
 		fmt.Fprintf(&b, " run with %s", strings.Join(r.LayerfsArgs, " "))
 	}
 	b.WriteString(")\n")
+	if m.BaseBinary != "" {
+		fmt.Fprintf(&b, "- layerfs-base (--baseline): %s, commit %s (%s", m.BaseVersion, m.BaseCommit, m.BaseBinary)
+		if len(r.BaseArgs) > 0 {
+			fmt.Fprintf(&b, " run with %s", strings.Join(r.BaseArgs, " "))
+		}
+		b.WriteString(")\n")
+	}
 	var mts []string
-	for _, c := range allContenders {
+	for _, c := range r.columns() {
 		if ts := r.MountTypes[c]; len(ts) > 0 {
 			mts = append(mts, c+": "+strings.Join(ts, ", "))
 		}
@@ -404,7 +503,7 @@ func (r *Results) markdown() string {
 	b.WriteString(renderTable(rows, 99))
 	var errs []string
 	for _, w := range r.Workloads {
-		for _, c := range allContenders {
+		for _, c := range r.columns() {
 			cell := w.Cells[c]
 			if cell == nil {
 				continue
@@ -420,7 +519,7 @@ func (r *Results) markdown() string {
 	}
 	var warns []string
 	for _, w := range r.Workloads {
-		for _, c := range allContenders {
+		for _, c := range r.columns() {
 			if cell := w.Cells[c]; cell != nil {
 				for _, e := range uniq(cell.Warnings) {
 					warns = append(warns, fmt.Sprintf("- %s on %s: %s", w.Name, c, e))
@@ -439,10 +538,10 @@ func (r *Results) markdown() string {
 		}
 	}
 	b.WriteString("\n## All repetitions (seconds)\n\n")
-	rows = [][]string{append([]string{"workload"}, allContenders...)}
+	rows = [][]string{append([]string{"workload"}, r.columns()...)}
 	for _, w := range r.Workloads {
 		row := []string{w.Name}
-		for _, c := range allContenders {
+		for _, c := range r.columns() {
 			cell := w.Cells[c]
 			if cell == nil {
 				row = append(row, "-")
@@ -515,6 +614,13 @@ func machineInfo(b *bench) Machine {
 		m.LayerfsCommit = layerfsCommit(b.layerfs)
 		if out, err := exec.Command(b.layerfs, "--version").Output(); err == nil {
 			m.LayerfsVersion = strings.TrimSpace(string(out))
+		}
+	}
+	if b.baseline != "" {
+		m.BaseBinary = b.baseline
+		m.BaseCommit = layerfsCommit(b.baseline)
+		if out, err := exec.Command(b.baseline, "--version").Output(); err == nil {
+			m.BaseVersion = strings.TrimSpace(string(out))
 		}
 	}
 	return m

@@ -14,6 +14,7 @@ var svgSeries = []struct {
 }{
 	{cPlain, "#9e9e9e"},
 	{cLayer, "#1f77b4"},
+	{cLayerBase, "#aec7e8"}, // light blue: the same program, one build back
 	{cLayerPT, "#2ca02c"},
 	{cFuseOv, "#ff7f0e"},
 }
