@@ -52,9 +52,10 @@ difftest:
 
 # Benchmarks against kernel overlay and fuse-overlayfs (root; ~15 min).
 # BENCH="--quick" for a short run. Results go to bench/results/.
+# BASELINE=path/to/old/layerfs also measures that build, as layerfs-base.
 bench: build
 	$(GO) build -o bin/layerfs-bench ./bench/cmd/layerfs-bench
-	./bin/layerfs-bench --layerfs $(BIN) $(BENCH)
+	./bin/layerfs-bench --layerfs $(BIN) $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH)
 
 # podman as a real client (root; installs podman, runc, busybox-static).
 e2e: build
