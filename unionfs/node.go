@@ -90,12 +90,22 @@ func (n *node) home() *home {
 	return &noHome
 }
 
-// move replaces the node's home with a changed copy.
-// Preconditions: n.mu held.
+// move replaces the node's home with a changed copy. change may run more
+// than once: it must only set fields from its argument.
+// Preconditions: n.mu held, except for the revival of a directory's
+// descriptors (reopenDirs), which the swap keeps safe by itself.
 func (n *node) move(change func(h *home)) {
-	h := *n.home()
-	change(&h)
-	n.h.Store(&h)
+	for {
+		old := n.h.Load()
+		var h home
+		if old != nil {
+			h = *old
+		}
+		change(&h)
+		if n.h.CompareAndSwap(old, &h) {
+			return
+		}
+	}
 }
 
 func (n *node) layerDirs() []merge.Dir {
@@ -111,7 +121,8 @@ func (n *node) layerDirs() []merge.Dir {
 // reopenDirs resolves a directory's layers again by its name. go-fuse may
 // call OnForget (which closes them) for a node that is then used again
 // (a LOOKUP racing with a FORGET, or a spurious forget); such a node heals
-// on its next use instead of looking empty.
+// on its next use instead of looking empty. It takes no n.mu: a copy-up
+// holding it may be what asks.
 func (n *node) reopenDirs() []merge.Dir {
 	n.reopenMu.Lock()
 	defer n.reopenMu.Unlock()
@@ -127,11 +138,19 @@ func (n *node) reopenDirs() []merge.Dir {
 		n.u.stack.Close(&e)
 		return nil
 	}
-	n.mu.Lock()
-	n.move(func(h *home) { h.dirs = e.Dirs })
+	var kept []merge.Dir
+	took := false
+	n.move(func(h *home) {
+		if took = h.dirs == nil; took {
+			h.dirs = e.Dirs
+		}
+		kept = h.dirs
+	})
+	if !took {
+		n.u.stack.Close(&e) // revived meanwhile by a lookup
+	}
 	n.forgotten.Store(false)
-	n.mu.Unlock()
-	return e.Dirs
+	return kept
 }
 
 // fdOf returns the directory's fd in layer, or -1.
@@ -267,8 +286,11 @@ func (d *node) newChild(ctx context.Context, name string, e merge.Entry, index s
 		old.mu.Lock()
 		if old.forgotten.Load() {
 			nh := *ch.home()
-			nh.copies = old.home().copies
-			old.h.Store(&nh)
+			old.move(func(h *home) {
+				copies := h.copies
+				*h = nh
+				h.copies = copies
+			})
 			old.forgotten.Store(false)
 		} else {
 			if index != "" && !old.dir && old.home().index == "" {
