@@ -7,7 +7,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/copyup/at"
-	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -181,7 +180,6 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
 	out.Files, out.Ffree = s.Files, s.Ffree
 	out.Bsize, out.Frsize = uint32(s.Bsize), uint32(s.Frsize)
-	// Room for the ".wh." prefix of a whiteout file.
-	out.NameLen = uint32(s.Namelen) - uint32(len(whiteout.Prefix))
+	out.NameLen = uint32(n.u.nameMax)
 	return 0
 }

@@ -28,15 +28,17 @@ func (d *node) checkNewName(name string) syscall.Errno {
 	if whiteout.IsMarkerName(name) {
 		return syscall.EINVAL // would read back as a whiteout or marker
 	}
-	if len(name) > maxNameLen {
-		return syscall.ENAMETOOLONG // no room left for its ".wh." whiteout
+	return d.u.checkNameLen(name)
+}
+
+// checkNameLen answers ENAMETOOLONG for a name longer than the union
+// takes (what statfs reports), on every path-taking operation.
+func (u *union) checkNameLen(name string) syscall.Errno {
+	if len(name) > u.nameMax {
+		return syscall.ENAMETOOLONG
 	}
 	return 0
 }
-
-// maxNameLen is the longest name a new entry may have: statfs reports it,
-// so that a ".wh.NAME" whiteout for it always fits.
-const maxNameLen = 255 - len(whiteout.Prefix)
 
 // place creates a new entry name in d's upper directory with mk, replacing
 // a whiteout there atomically: the entry is built in the work dir and
@@ -59,45 +61,57 @@ func (d *node) place(ctx context.Context, name string, isDir, chown bool, mk fun
 		}
 		return 0
 	}
-	tmp := at.Loc{Dir: d.u.work, Name: at.TempName()}
-	if err := mk(tmp); err != nil {
-		return fs.ToErrno(err)
+	dir, done, errno := d.u.inheritingDir(up)
+	if errno != 0 {
+		return errno
 	}
-	fail := func(err error) syscall.Errno {
-		at.RemoveAll(tmp)
+	defer done()
+	tmp := at.Loc{Dir: dir, Name: at.TempName()}
+	if err := mk(tmp); err != nil {
 		return fs.ToErrno(err)
 	}
 	if chown {
 		d.own(ctx, tmp, isDir)
 	}
+	if err := d.u.replaceWhiteout(tmp, dst, wh, isDir); err != nil {
+		at.RemoveAll(tmp)
+		return fs.ToErrno(err)
+	}
+	return 0
+}
+
+// replaceWhiteout moves the new entry tmp over the whiteout of form wh at
+// dst. A directory there is made opaque first, so that the deleted lower
+// directory stays hidden.
+func (u *union) replaceWhiteout(tmp, dst at.Loc, wh whiteout.Form, isDir bool) error {
 	if isDir {
 		fd, err := at.OpenDir(tmp)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		err = whiteout.MakeOpaque(fd, d.u.ns)
+		err = whiteout.MakeOpaque(fd, u.ns)
 		unix.Close(fd)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	switch {
 	case wh == whiteout.CharWhiteout && isDir:
-		if err := unix.Renameat2(tmp.Dir, tmp.Name, up, name, unix.RENAME_EXCHANGE); err != nil {
-			return fail(err)
+		// A directory cannot replace a device: swap, then drop the
+		// whiteout, now where the directory was made.
+		if err := unix.Renameat2(tmp.Dir, tmp.Name, dst.Dir, dst.Name, unix.RENAME_EXCHANGE); err != nil {
+			return err
 		}
-		unix.Unlinkat(tmp.Dir, tmp.Name, 0) // the whiteout, now in the work dir
+		unix.Unlinkat(tmp.Dir, tmp.Name, 0)
 	case wh == whiteout.CharWhiteout:
-		if err := unix.Renameat(tmp.Dir, tmp.Name, up, name); err != nil {
-			return fail(err)
-		}
+		return unix.Renameat(tmp.Dir, tmp.Name, dst.Dir, dst.Name)
 	default:
-		if err := unix.Renameat2(tmp.Dir, tmp.Name, up, name, unix.RENAME_NOREPLACE); err != nil {
-			return fail(err)
+		if err := unix.Renameat2(tmp.Dir, tmp.Name, dst.Dir, dst.Name, unix.RENAME_NOREPLACE); err != nil {
+			return err
 		}
-		unix.Unlinkat(up, whiteout.Prefix+name, 0)
+		unix.Unlinkat(dst.Dir, whiteout.Prefix+dst.Name, 0)
 	}
-	return 0
+	return nil
 }
 
 // own gives the new entry l, to become a child of d, the caller's ids, as
@@ -137,8 +151,9 @@ func (d *node) own(ctx context.Context, l at.Loc, isDir bool) {
 	}
 }
 
-// make runs the shared steps of mkdir, mknod, symlink and create.
-func (d *node) make(ctx context.Context, name string, isDir bool, out *fuse.EntryOut, mk func(l at.Loc) error) (*fs.Inode, syscall.Errno) {
+// make runs the shared steps of mkdir, mknod, symlink and create: mk
+// makes the entry at l with the mode it is to have.
+func (d *node) make(ctx context.Context, name string, isDir bool, mode uint32, out *fuse.EntryOut, mk func(l at.Loc, mode uint32) error) (*fs.Inode, syscall.Errno) {
 	if errno := d.checkNewName(name); errno != 0 {
 		return nil, errno
 	}
@@ -147,14 +162,27 @@ func (d *node) make(ctx context.Context, name string, isDir bool, out *fuse.Entr
 	if errno := d.copyUp(ctx, withData); errno != 0 {
 		return nil, errno
 	}
-	if errno := d.place(ctx, name, isDir, true, mk); errno != 0 {
+	mode = d.createMode(mode)
+	if errno := d.place(ctx, name, isDir, true, func(l at.Loc) error { return mk(l, mode) }); errno != 0 {
 		return nil, errno
 	}
 	return d.lookup(ctx, name, out)
 }
 
+// createMode is the mode a new entry of d is made with, from the mode and
+// umask of the request (rawFS): the umask applies unless a default ACL on
+// d's upper copy decides instead, which the upper filesystem then
+// applies, as for kernel overlay. Preconditions: d in the upper layer.
+func (d *node) createMode(mode uint32) uint32 {
+	mode, umask := splitUmask(mode)
+	if umask != 0 && !(d.u.acl && hasDefaultACL(d.fdOf(upperLayer))) {
+		mode &^= umask
+	}
+	return mode
+}
+
 func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return d.make(ctx, name, true, out, func(l at.Loc) error {
+	return d.make(ctx, name, true, mode, out, func(l at.Loc, mode uint32) error {
 		return unix.Mkdirat(l.Dir, l.Name, mode)
 	})
 }
@@ -163,13 +191,13 @@ func (d *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	if mode&unix.S_IFMT == unix.S_IFCHR && rdev == 0 {
 		return nil, syscall.EPERM // that is a whiteout, as the kernel says
 	}
-	return d.make(ctx, name, false, out, func(l at.Loc) error {
+	return d.make(ctx, name, false, mode, out, func(l at.Loc, mode uint32) error {
 		return unix.Mknodat(l.Dir, l.Name, mode, int(rdev))
 	})
 }
 
 func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return d.make(ctx, name, false, out, func(l at.Loc) error {
+	return d.make(ctx, name, false, 0, out, func(l at.Loc, _ uint32) error {
 		return unix.Symlinkat(target, l.Dir, l.Name)
 	})
 }
@@ -177,7 +205,7 @@ func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
 	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_TRUNC
-	in, errno := d.make(ctx, name, false, out, func(l at.Loc) error {
+	in, errno := d.make(ctx, name, false, mode, out, func(l at.Loc, mode uint32) error {
 		var err error
 		fd, err = at.Create(l, int(flags)&^(unix.O_CREAT|unix.O_EXCL), mode)
 		return err
@@ -204,7 +232,7 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, errno
 	}
 	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL
-	fd, err := unix.Openat(d.fdOf(upperLayer), ".", int(flags)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	fd, err := unix.Openat(d.fdOf(upperLayer), ".", int(flags)|unix.O_TMPFILE|unix.O_CLOEXEC, d.createMode(mode))
 	if err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
 	}

@@ -75,22 +75,33 @@ func TestHostileLayers(t *testing.T) {
 	}
 }
 
-// Names longer than the reported f_namemax are refused; longer names that
-// a lower layer already has stay usable.
+// The upper takes the kernel's char 0/0 whiteouts, which need no room
+// beside a name: names of the upper filesystem's full length (255) work
+// as with kernel overlay, lower ones and new ones, removed and made
+// again; longer ones answer ENAMETOOLONG on every path-taking call.
 func TestNameMax(t *testing.T) {
 	long := strings.Repeat("x", 255)
 	tu := newTestUnion(t, 1, func(l []string, u string) { put(t, l[0], long, "lower") })
 	var s unix.Statfs_t
 	must(t, unix.Statfs(tu.mnt, &s))
-	max := int(s.Namelen)
-	assert.Equal(t, 251, max)
-	must(t, os.WriteFile(tu.m(strings.Repeat("a", max)), nil, 0o644))
-	assert.ErrorIs(t, os.WriteFile(tu.m(strings.Repeat("b", max+1)), nil, 0o644), syscall.ENAMETOOLONG)
-	assert.ErrorIs(t, os.Mkdir(tu.m(strings.Repeat("c", max+1)), 0o755), syscall.ENAMETOOLONG)
+	assert.Equal(t, 255, int(s.Namelen))
 	assert.Equal(t, "lower", readFile(t, tu.m(long)))
-	must(t, os.Remove(tu.m(long))) // whiteout in OCI form would not fit; char 0/0 does
+	must(t, os.Remove(tu.m(long))) // a char 0/0 whiteout of the same name
 	_, err := os.Lstat(tu.m(long))
 	assert.True(t, os.IsNotExist(err))
+	must(t, os.Mkdir(tu.m(long), 0o755)) // over the whiteout
+	must(t, os.WriteFile(tu.m(long+"/"+strings.Repeat("y", 255)), []byte("new"), 0o644))
+	assert.Equal(t, []string{strings.Repeat("y", 255)}, names(t, tu.m(long)))
+	tooLong := strings.Repeat("b", 256)
+	for what, err := range map[string]error{
+		"create": os.WriteFile(tu.m(tooLong), nil, 0o644),
+		"mkdir":  os.Mkdir(tu.m(tooLong), 0o755),
+		"stat":   func() error { _, err := os.Lstat(tu.m(tooLong)); return err }(),
+		"unlink": os.Remove(tu.m(tooLong)),
+		"rename": os.Rename(tu.m(long), tu.m(tooLong)),
+	} {
+		assert.ErrorIs(t, err, syscall.ENAMETOOLONG, what)
+	}
 }
 
 // A tree deeper than PATH_MAX works through the mount, one component at

@@ -12,6 +12,9 @@ import (
 )
 
 func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := d.u.checkNameLen(name); errno != 0 {
+		return nil, errno
+	}
 	if whiteout.IsMarkerName(name) {
 		return nil, syscall.ENOENT
 	}

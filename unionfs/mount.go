@@ -63,23 +63,34 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		timeout = time.Hour
 	}
 	u.attrTimeout = timeout
+	u.acl = !opts.NoACL
+	caps := uint64(fuse.CAP_READDIRPLUS_AUTO)
+	if u.acl {
+		// The kernel then leaves the umask to us: a default ACL
+		// decides instead of it (see rawFS).
+		caps |= fuse.CAP_DONT_MASK
+	}
 	fsopts := &fs.Options{
+		// A mode of 0 is a mode like any other.
+		NullPermissions: true,
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		RootStableAttr:  &fs.StableAttr{Ino: u.ino(dirs[0].Layer, rst.Ino)},
 		MountOptions: fuse.MountOptions{
-			FsName:        "layerfs",
-			Name:          "layerfs",
-			Options:       []string{"default_permissions"},
-			AllowOther:    opts.AllowOther,
+			FsName:     "layerfs",
+			Name:       "layerfs",
+			Options:    []string{"default_permissions"},
+			AllowOther: OthersMayEnter(opts),
+			// Permission checks with ACLs, by the kernel.
+			EnableAcl:     u.acl,
 			DirectMount:   true,
 			Debug:         opts.Debug,
 			MaxBackground: 64,
 			// Large writes and readdirplus only where it pays (the
 			// kernel decides per directory).
 			MaxWrite:             fuse.MAX_KERNEL_WRITE,
-			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
+			ExtraCapabilities:    caps,
 			EnableSymlinkCaching: true,
 		},
 	}
@@ -96,7 +107,11 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 	if !u.writable() {
 		mo.Options = append(mo.Options, "ro")
 	}
-	srv, err := fs.Mount(l.mountpoint, root, fsopts)
+	srv, err := fuse.NewServer(rawFS{fs.NewNodeFS(root, fsopts)}, l.mountpoint, mo)
+	if err == nil {
+		go srv.Serve()
+		err = srv.WaitMount()
+	}
 	if err != nil {
 		u.close()
 		return nil, fmt.Errorf("mounting %s: %w", l.mountpoint, err)

@@ -26,8 +26,19 @@ type Options struct {
 	Volatile bool
 	// ReadOnly refuses every write even with an upper layer.
 	ReadOnly bool
-	// AllowOther lets other users see the mount (FUSE allow_other).
+	// AllowOther lets every user enter the mount (FUSE allow_other),
+	// permission checks deciding as on any filesystem. It is the default
+	// as root (also mapped root in a user namespace), as with kernel
+	// overlay and fuse-overlayfs, and for a plain user where
+	// /etc/fuse.conf has user_allow_other (OthersMayEnter); set, it is
+	// asked for even where fusermount3 will refuse it.
 	AllowOther bool
+	// Private lets only the mounting user enter (no allow_other).
+	Private bool
+	// NoACL turns POSIX ACLs off, as kernel overlay's noacl: permission
+	// checks use the mode bits only, and a new entry's mode is masked by
+	// the umask even under a default ACL.
+	NoACL bool
 	// UserXattr writes markers as user.overlay.* xattrs, the format of a
 	// kernel overlay mounted with userxattr, even where trusted.* works.
 	UserXattr bool

@@ -30,6 +30,9 @@ func (d *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	if !d.u.writable() {
 		return syscall.EROFS
 	}
+	if errno := d.u.checkNameLen(name); errno != 0 {
+		return errno
+	}
 	if whiteout.IsMarkerName(name) {
 		return syscall.ENOENT
 	}

@@ -74,7 +74,7 @@ func (d *node) checkRename(name, newName string, flags uint32) syscall.Errno {
 		return syscall.ENOENT
 	case whiteout.IsMarkerName(newName):
 		return syscall.EINVAL
-	case len(newName) > maxNameLen:
+	case len(name) > d.u.nameMax, len(newName) > d.u.nameMax:
 		return syscall.ENAMETOOLONG
 	case flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0, flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE:
 		return syscall.EINVAL

@@ -76,6 +76,11 @@ type union struct {
 
 	// attrTimeout is how long the kernel may cache attributes.
 	attrTimeout time.Duration
+	// acl: POSIX ACLs are on (the kernel checks them; new entries
+	// inherit default ACLs).
+	acl bool
+	// nameMax is the longest name the union takes (statfs f_namemax).
+	nameMax int
 
 	// desc and stats answer StatusXattr (describe.go).
 	desc  description
@@ -148,6 +153,7 @@ func openLayers(l *layout, o *Options) (*union, error) {
 		u.redirectDir = !o.NoRedirectDir
 		u.metacopy = !o.NoMetacopy && u.ns == whiteout.Trusted
 	}
+	u.nameMax = u.probeNameMax()
 	ok = true
 	return u, nil
 }
@@ -277,4 +283,27 @@ func (u *union) close() {
 		unix.Close(u.index)
 	}
 	u.work, u.workDir, u.index = -1, -1, -1
+}
+
+// probeNameMax is the longest name the union can take: the upper
+// filesystem's (else the top lower's), and 4 bytes less where a whiteout
+// must be a ".wh.NAME" file because the upper refuses the kernel's char
+// 0/0 form (which needs no room beside the name).
+func (u *union) probeNameMax() int {
+	fd := u.roots[upperLayer]
+	if fd < 0 {
+		fd = u.roots[1]
+	}
+	n := 255
+	var s unix.Statfs_t
+	if unix.Fstatfs(fd, &s) == nil && s.Namelen > 0 && s.Namelen < 255 {
+		n = int(s.Namelen)
+	}
+	if u.work < 0 {
+		return n // read-only: no whiteouts are written
+	}
+	if !whiteout.CharWorks(u.work) {
+		return n - len(whiteout.Prefix)
+	}
+	return n
 }

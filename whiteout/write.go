@@ -18,6 +18,17 @@ func Make(dirfd int, name string) error {
 	return MakeFile(dirfd, name)
 }
 
+// CharWorks reports whether the filesystem of dirfd takes the kernel's
+// char 0/0 whiteout, so that Make needs no ".wh." prefix beside a name.
+func CharWorks(dirfd int) bool {
+	tmp := at.Loc{Dir: dirfd, Name: at.TempName()}
+	if unix.Mknodat(tmp.Dir, tmp.Name, unix.S_IFCHR, 0) != nil {
+		return false
+	}
+	unix.Unlinkat(tmp.Dir, tmp.Name, 0)
+	return true
+}
+
 // MakeFile writes the OCI form ".wh.NAME" only.
 func MakeFile(dirfd int, name string) error {
 	fd, err := at.Create(at.Loc{Dir: dirfd, Name: Prefix + name}, unix.O_WRONLY, 0)

@@ -180,6 +180,9 @@ func run(args []string) int {
 		if served == driver.Kernel {
 			return 0
 		}
+		if w := unionfs.OthersWarning(c.opts); w != "" {
+			fmt.Fprintf(os.Stderr, "layerfs: warning: %s\n", w)
+		}
 	}
 	if !c.foreground && ready == nil {
 		return daemonize()

@@ -51,7 +51,7 @@ func splitKeepingEscapes(s string, sep byte) []string {
 // ignored are fuse-overlayfs and mount options that need nothing from
 // layerfs: they describe what layerfs always does, or only tune a peer.
 var ignored = map[string]bool{
-	"rw": true, "default_permissions": true, "noacl": true, "static_nlink": true,
+	"rw": true, "default_permissions": true, "static_nlink": true,
 	"threaded": true, "writeback": true, "xino": true, "ino32_t": true,
 	"atime": true, "noatime": true, "relatime": true, "strictatime": true, "nodiratime": true,
 	"diratime": true, "lazytime": true, "max_write": true, "context": true, "fscontext": true,
@@ -127,7 +127,20 @@ func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, wa
 		case "ro":
 			opts.ReadOnly = true
 		case "allow_other", "allow_root":
-			opts.AllowOther = true
+			switch val {
+			case "", "1":
+				opts.AllowOther, opts.Private = true, false
+			case "0":
+				opts.AllowOther, opts.Private = false, true
+			default:
+				return "", nil, fmt.Errorf("%s=%s: want 0 or 1", key, val)
+			}
+		case "private":
+			opts.AllowOther, opts.Private = false, true
+		case "noacl":
+			opts.NoACL = true
+		case "acl":
+			opts.NoACL = false
 		case "redirect_dir":
 			// "on" (the default) makes redirects; all but "nofollow"
 			// follow those in the layers.

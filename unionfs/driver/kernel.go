@@ -38,6 +38,10 @@ func NeedsFUSE(opts unionfs.Options, userxattr bool) string {
 		return "fsync=0"
 	case opts.Timeout != 0:
 		return "timeout"
+	case opts.Private:
+		return "private (kernel overlay serves every user)"
+	case opts.NoACL:
+		return "noacl"
 	case opts.Debug:
 		return "debug log"
 	}
