@@ -39,7 +39,9 @@ Examples:
   fusermount3 -u /c/merged      # unmount (or: umount /c/merged as root)
 
 Options (-o, comma separated, may repeat, before or after the mountpoint):
-  lowerdir=A:B  upperdir=U  workdir=W  ro  fsync=0  volatile  allow_other
+  lowerdir=A:B  upperdir=U  workdir=W  ro  fsync=0  volatile
+  private (only the mounting user may enter; else every user may, as root
+  and where /etc/fuse.conf has user_allow_other)  noacl
   Other fuse-overlayfs options are accepted; unknown ones are warned about.
 
 Flags:
