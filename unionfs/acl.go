@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"encoding/binary"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -49,4 +50,43 @@ func (u *union) inheritingDir(up int) (dir int, done func(), errno syscall.Errno
 		return -1, nil, fs.ToErrno(err)
 	}
 	return fd, func() { unix.Close(fd); at.RemoveAll(sub) }, 0
+}
+
+// An ACL xattr holds ids: with uidmapping/gidmapping they are mapped like
+// owners, stored ids shown as the mount shows them and the other way.
+// Format (the kernel's posix_acl_xattr): a 4-byte header (version 2), then
+// 8-byte entries of tag (16 bits), permissions (16 bits) and id (32 bits),
+// little endian; the ids of named user and group entries are mapped.
+const (
+	aclAccess = "system.posix_acl_access"
+	aclUser   = 0x02
+	aclGroup  = 0x08
+)
+
+// isACL reports whether an xattr name is a POSIX ACL.
+func isACL(name string) bool { return name == aclAccess || name == aclDefault }
+
+// mapACL rewrites the ids of the ACL value v in place with mapUser and
+// mapGroup; a value that is no ACL of the known version is left alone.
+func mapACL(v []byte, mapUser, mapGroup func(uint32) (uint32, bool)) syscall.Errno {
+	if len(v) < 4 || binary.LittleEndian.Uint32(v) != 2 || (len(v)-4)%8 != 0 {
+		return 0
+	}
+	for e := v[4:]; len(e) >= 8; e = e[8:] {
+		tag, id := binary.LittleEndian.Uint16(e), binary.LittleEndian.Uint32(e[4:])
+		var ok = true
+		switch tag {
+		case aclUser:
+			id, ok = mapUser(id)
+		case aclGroup:
+			id, ok = mapGroup(id)
+		default:
+			continue
+		}
+		if !ok {
+			return syscall.EINVAL
+		}
+		binary.LittleEndian.PutUint32(e[4:], id)
+	}
+	return 0
 }

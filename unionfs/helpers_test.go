@@ -25,6 +25,15 @@ func needRoot(t *testing.T) {
 	t.Skip("needs root and /dev/fuse")
 }
 
+// needInCI fails in CI and skips elsewhere for a missing tool.
+func needInCI(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("this test needs %s, and CI must provide it", what)
+	}
+	t.Skip("needs " + what)
+}
+
 // testUnion is a mounted union over fresh temp dirs.
 type testUnion struct {
 	dir     string

@@ -128,3 +128,23 @@ func (m *idMapper) store(uid, gid int) (int, int, syscall.Errno) {
 	}
 	return uid, gid, 0
 }
+
+// showACL maps the ids of an ACL value read from a layer to the ids the
+// mount shows, as show does for owners (squashing leaves named entries).
+func (m *idMapper) showACL(v []byte) {
+	if m == nil {
+		return
+	}
+	mapACL(v, func(id uint32) (uint32, bool) { return toMount(m.uids, id, m.overflowU), true },
+		func(id uint32) (uint32, bool) { return toMount(m.gids, id, m.overflowG), true })
+}
+
+// storeACL maps the ids of an ACL value given through the mount to the
+// stored ids; EINVAL where one has no mapping.
+func (m *idMapper) storeACL(v []byte) syscall.Errno {
+	if m == nil {
+		return 0
+	}
+	return mapACL(v, func(id uint32) (uint32, bool) { return toLayer(m.uids, id) },
+		func(id uint32) (uint32, bool) { return toLayer(m.gids, id) })
+}

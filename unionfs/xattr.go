@@ -37,6 +37,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, errno
 	}
 	sz, err := at.GetXattrInto(l, attr, dest)
+	if err == nil && sz <= len(dest) && isACL(attr) {
+		n.u.ids.showACL(dest[:sz])
+	}
 	return uint32(sz), fs.ToErrno(err)
 }
 
@@ -67,6 +70,12 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if isACL(attr) && n.u.ids != nil {
+		data = append([]byte(nil), data...)
+		if errno := n.u.ids.storeACL(data); errno != 0 {
+			return errno
+		}
+	}
 	return n.changeXattr(ctx, attr, func(l at.Loc) error {
 		return at.SetXattr(l, attr, data, int(flags))
 	})
