@@ -150,7 +150,7 @@ func (op *copyUpOp) plain() syscall.Errno {
 	// index=off; within the mount its node keeps the number it had,
 	// because a new kernel inode would split the page cache between the
 	// names and files already open.
-	if op.origin != nil && !op.hardlinked {
+	if op.origin != nil && !op.hardlinked && u.ns.Allows(op.st.Mode) {
 		opt.SetXattrs[u.ns.Name(whiteout.Origin)] = op.origin
 	}
 	// Metadata only where the kernel format allows it (trusted xattrs:

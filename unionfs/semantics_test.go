@@ -344,3 +344,26 @@ func TestLowerHardLinkCopyUpNoIndex(t *testing.T) {
 	assert.Equal(t, "shared", readFile(t, tu.m("b")))
 	assert.Equal(t, "mine", readFile(t, tu.m("a")))
 }
+
+// In the user xattr format (the kernel's userxattr, what layerfs writes in
+// a user namespace) private xattrs exist only on regular files and
+// directories: a symlink or a fifo copies up without an origin record,
+// as with kernel overlay, instead of failing with EPERM.
+func TestUserXattrCopyUpSpecialFiles(t *testing.T) {
+	tu := newTestUnionOpts(t, 1, Options{UserXattr: true}, func(l []string, u string) {
+		must(t, os.Symlink("target", filepath.Join(l[0], "sl")))
+		must(t, unix.Mkfifo(filepath.Join(l[0], "ff"), 0o644))
+		put(t, l[0], "f", "f")
+	})
+	must(t, os.Lchown(tu.m("sl"), 1000, 1000))
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, tu.m("sl"), []unix.Timespec{{Sec: 1000}, {Sec: 1000}}, unix.AT_SYMLINK_NOFOLLOW))
+	must(t, os.Chmod(tu.m("ff"), 0o600))
+	must(t, os.Chmod(tu.m("f"), 0o600))
+	var st unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(tu.upper, "sl"), &st))
+	assert.Equal(t, [3]int64{1000, 1000, 1000}, [3]int64{int64(st.Uid), int64(st.Gid), st.Mtim.Sec})
+	must(t, unix.Lstat(filepath.Join(tu.upper, "ff"), &st))
+	assert.Equal(t, uint32(unix.S_IFIFO|0o600), st.Mode)
+	_, err := unix.Lgetxattr(filepath.Join(tu.upper, "f"), "user.overlay.origin", nil)
+	assert.NoError(t, err, "a regular file still records its origin")
+}

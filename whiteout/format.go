@@ -8,6 +8,8 @@ package whiteout
 
 import (
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -57,6 +59,17 @@ const (
 	// is a whiteout (kernel 6.7+).
 	XWhiteout Key = "whiteout"
 )
+
+// Allows reports whether the namespace can be set on an entry of the
+// file type in mode: user.* xattrs only exist on regular files and
+// directories (the kernel's userxattr mounts record no origin on others).
+func (ns Namespace) Allows(mode uint32) bool {
+	if ns == Trusted {
+		return true
+	}
+	t := mode & unix.S_IFMT
+	return t == unix.S_IFREG || t == unix.S_IFDIR
+}
 
 // Name returns the full xattr name of key in ns.
 func (ns Namespace) Name(key Key) string { return string(ns) + string(key) }
