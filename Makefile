@@ -29,6 +29,7 @@ demo: deps build
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	@! command -v groff >/dev/null || test -z "$$(groff -man -ww -z docs/layerfs.1 2>&1)" || (groff -man -ww -z docs/layerfs.1; exit 1)
 
 # The test suite mounts real filesystems: run it as root with /dev/fuse.
 test: deps vet
@@ -64,6 +65,7 @@ e2e: build
 # mount -t fuse.layerfs and /etc/fstab need layerfs in mount(8)'s PATH.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/layerfs
+	install -D -m 0644 docs/layerfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/layerfs.1
 
 clean:
 	rm -rf bin

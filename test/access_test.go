@@ -114,15 +114,5 @@ func TestOthersEnterPlainUserMount(t *testing.T) {
 // mountOptions returns the options /proc/mounts shows for mountpoint p.
 func mountOptions(t *testing.T, p string) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 3 && unescapeMount(f[1]) == p {
-			return f[3]
-		}
-	}
-	t.Fatalf("%s is not mounted", p)
-	return ""
+	return strings.Fields(mountLine(t, p))[3]
 }

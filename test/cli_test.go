@@ -63,7 +63,7 @@ func TestOptionForms(t *testing.T) {
 
 	r = run(t, binary, "--version")
 	assert.Equal(t, 0, r.code)
-	assert.Contains(t, r.stdout, "layerfs version")
+	assert.Contains(t, r.stdout, "layerfs: version")
 }
 
 // Friendly flags, a symlinked lowerdir and a read-only union.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -80,9 +81,9 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 	fl.StringVar(&c.opts.Work, "work", "", "work directory, on the upper's filesystem")
 	fl.BoolVarP(&c.foreground, "foreground", "f", false, "stay in the foreground")
 	fl.BoolVarP(&debug, "debug", "d", false, "log every FUSE request (implies -f)")
-	fl.BoolVar(&showVer, "version", false, "print the version")
+	fl.BoolVarP(&showVer, "version", "V", false, "print the version")
 	fl.BoolVarP(&c.verbose, "verbose", "v", false, "say which driver serves the mount")
-	fl.StringVar(&mode, "driver", string(driver.Auto), "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
+	fl.StringVar(&mode, "driver", string(defaultDriver()), "auto: kernel overlay where it can serve the mount, else FUSE; fuse; kernel")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -94,7 +95,7 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 		return nil, &exitError{2, err.Error()}
 	}
 	if showVer {
-		fmt.Fprintf(os.Stdout, "layerfs version %s\n", version)
+		printVersion(os.Stdout)
 		return nil, &exitError{0, ""}
 	}
 	for _, o := range mountOpts {
@@ -108,8 +109,8 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 		c.warnings = append(c.warnings, w...)
 	}
 	c.opts.Lowers = append(c.opts.Lowers, lowers...)
-	c.opts.Debug = debug
-	if debug {
+	c.opts.Debug = c.opts.Debug || debug // -d, or -o debug
+	if c.opts.Debug {
 		c.foreground = true
 	}
 	m, err := driver.ParseMode(mode)
@@ -129,6 +130,16 @@ func parseArgs(args []string, stderr io.Writer) (*cli, error) {
 		return nil, &exitError{2, fmt.Sprintf("too many arguments: %s", strings.Join(pos, " "))}
 	}
 	return &c, nil
+}
+
+// defaultDriver is auto, except when layerfs runs under the name
+// fuse-overlayfs: engines that run fuse-overlayfs (Docker's driver of that
+// name) expect a FUSE mount, which kernel overlay is not.
+func defaultDriver() driver.Mode {
+	if filepath.Base(os.Args[0]) == "fuse-overlayfs" {
+		return driver.FUSE
+	}
+	return driver.Auto
 }
 
 // readyEnv names the fd on which a re-executed server reports readiness.
@@ -189,6 +200,9 @@ func run(args []string) int {
 	if !c.foreground && ready == nil {
 		return daemonize()
 	}
+	if ready != nil {
+		logDetached(c.opts.Mountpoint)
+	}
 	srv, err := unionfs.Mount(context.Background(), c.opts)
 	if err != nil {
 		code := 1
@@ -207,6 +221,7 @@ func run(args []string) int {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 	}
+	notifyReady(srv.Mountpoint)
 	srv.Wait()
 	return 0
 }

@@ -135,6 +135,8 @@ func parseMountOptionsDriver(s string, opts *unionfs.Options) (driver string, wa
 			default:
 				return "", nil, fmt.Errorf("%s=%s: want 0 or 1", key, val)
 			}
+		case "debug":
+			opts.Debug = true
 		case "private":
 			opts.AllowOther, opts.Private = false, true
 		case "noacl":
