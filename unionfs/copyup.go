@@ -12,6 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// xattrCaps holds a file's capabilities.
+const xattrCaps = "security.capability"
+
 // copyMode says how much of an entry a copy-up takes to the upper layer.
 type copyMode int
 
@@ -254,6 +257,11 @@ func (n *node) copyUpData(truncate bool) syscall.Errno {
 	if err := unix.Fstat(out, &st); err != nil {
 		return fs.ToErrno(err)
 	}
+	// Writing the data clears the file's capabilities, as any write does:
+	// it is no change the user made, so they are put back (as the kernel
+	// does).
+	self := at.Loc{Dir: out}
+	capability, capErr := at.GetXattr(self, xattrCaps)
 	if truncate {
 		err = unix.Ftruncate(out, 0)
 	} else {
@@ -272,7 +280,9 @@ func (n *node) copyUpData(truncate bool) syscall.Errno {
 	if err != nil {
 		return fs.ToErrno(err)
 	}
-	self := at.Loc{Dir: out}
+	if capErr == nil {
+		at.SetXattr(self, xattrCaps, capability, 0)
+	}
 	at.Chmod(self, st.Mode&^unix.S_IFMT)
 	at.Utimes(self, at.Times(&st))
 	if n.u.fsync {
