@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,4 +199,24 @@ func TestMetacopyOff(t *testing.T) {
 	must(t, os.Chmod(tu.m("f"), 0o600))
 	assert.False(t, isMetacopy(filepath.Join(tu.upper, "f")))
 	sameData(t, bigData, filepath.Join(tu.upper, "f"), "data copied up")
+}
+
+// Copying a metadata-only file's data in is no change the user made: the
+// write clears file capabilities, and they are put back, as the kernel
+// does (here the data is copied for a rename).
+func TestMetacopyDataKeepsCapabilities(t *testing.T) {
+	caps := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // cap_net_raw+ep, v2
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		put(t, l[0], "f", strings.Repeat("data", 1000))
+		must(t, unix.Setxattr(filepath.Join(l[0], "f"), "security.capability", caps, 0))
+	})
+	must(t, os.Chmod(tu.m("f"), 0o750)) // metadata only
+	assert.True(t, isMetacopy(filepath.Join(tu.upper, "f")))
+	must(t, os.Rename(tu.m("f"), tu.m("g"))) // the data is copied in
+	got := make([]byte, 64)
+	n, err := unix.Lgetxattr(filepath.Join(tu.upper, "g"), "security.capability", got)
+	must(t, err)
+	assert.Equal(t, caps, got[:n])
+	assert.False(t, isMetacopy(filepath.Join(tu.upper, "g")))
+	assert.Equal(t, strings.Repeat("data", 1000), readFile(t, tu.m("g")))
 }
