@@ -40,8 +40,8 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Modes from the kernel are already masked by the caller's umask; ours
-	// must not mask them again.
+	// Modes from the kernel are already masked by the caller's umask (or
+	// left to us, see rawFS); ours must not mask them again.
 	syscall.Umask(0)
 
 	root := &node{u: u, dir: true}
@@ -53,7 +53,22 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		u.close()
 		return nil, err
 	}
+	fsopts := u.fuseOptions(&opts, u.ino(dirs[0].Layer, rst.Ino))
+	srv, err := fuse.NewServer(rawFS{fs.NewNodeFS(root, fsopts)}, l.mountpoint, &fsopts.MountOptions)
+	if err == nil {
+		go srv.Serve()
+		err = srv.WaitMount()
+	}
+	if err != nil {
+		u.close()
+		return nil, fmt.Errorf("mounting %s: %w", l.mountpoint, err)
+	}
+	return &Server{fuse: srv, u: u, Mountpoint: l.mountpoint}, nil
+}
 
+// fuseOptions are the node tree's and the FUSE connection's options for a
+// mount of u with opts, whose root reports inode number rootIno.
+func (u *union) fuseOptions(opts *Options, rootIno uint64) *fs.Options {
 	// We are the only writer of the upper layer and lowers do not change
 	// under a mount (as with kernel overlay), so the kernel may cache
 	// entries and attributes for long; every change made through the
@@ -70,31 +85,22 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		// decides instead of it (see rawFS).
 		caps |= fuse.CAP_DONT_MASK
 	}
-	fsopts := &fs.Options{
-		// A mode of 0 is a mode like any other.
-		NullPermissions: true,
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		RootStableAttr:  &fs.StableAttr{Ino: u.ino(dirs[0].Layer, rst.Ino)},
-		MountOptions: fuse.MountOptions{
-			FsName:     "layerfs",
-			Name:       "layerfs",
-			Options:    []string{"default_permissions"},
-			AllowOther: OthersMayEnter(opts),
-			// Permission checks with ACLs, by the kernel.
-			EnableAcl:     u.acl,
-			DirectMount:   true,
-			Debug:         opts.Debug,
-			MaxBackground: 64,
-			// Large writes and readdirplus only where it pays (the
-			// kernel decides per directory).
-			MaxWrite:             fuse.MAX_KERNEL_WRITE,
-			ExtraCapabilities:    caps,
-			EnableSymlinkCaching: true,
-		},
+	mo := fuse.MountOptions{
+		FsName:     "layerfs",
+		Name:       "layerfs",
+		Options:    []string{"default_permissions"},
+		AllowOther: OthersMayEnter(*opts),
+		// Permission checks with ACLs, by the kernel.
+		EnableAcl:     u.acl,
+		DirectMount:   true,
+		Debug:         opts.Debug,
+		MaxBackground: 64,
+		// Large writes and readdirplus only where it pays (the kernel
+		// decides per directory).
+		MaxWrite:             fuse.MAX_KERNEL_WRITE,
+		ExtraCapabilities:    caps,
+		EnableSymlinkCaching: true,
 	}
-	mo := &fsopts.MountOptions
 	if os.Geteuid() == 0 {
 		// mount(2) takes noatime as a flag; as root (also mapped root in
 		// a user namespace) the union may carry setuid files and device
@@ -107,16 +113,15 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 	if !u.writable() {
 		mo.Options = append(mo.Options, "ro")
 	}
-	srv, err := fuse.NewServer(rawFS{fs.NewNodeFS(root, fsopts)}, l.mountpoint, mo)
-	if err == nil {
-		go srv.Serve()
-		err = srv.WaitMount()
+	return &fs.Options{
+		// A mode of 0 is a mode like any other.
+		NullPermissions: true,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		RootStableAttr:  &fs.StableAttr{Ino: rootIno},
+		MountOptions:    mo,
 	}
-	if err != nil {
-		u.close()
-		return nil, fmt.Errorf("mounting %s: %w", l.mountpoint, err)
-	}
-	return &Server{fuse: srv, u: u, Mountpoint: l.mountpoint}, nil
 }
 
 // Unmount detaches the mount; Wait then returns.
