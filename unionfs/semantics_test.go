@@ -5,6 +5,7 @@ import (
 	"context"
 	"github.com/layerfs/layerfs/copyup/at"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -366,4 +367,25 @@ func TestUserXattrCopyUpSpecialFiles(t *testing.T) {
 	assert.Equal(t, uint32(unix.S_IFIFO|0o600), st.Mode)
 	_, err := unix.Lgetxattr(filepath.Join(tu.upper, "f"), "user.overlay.origin", nil)
 	assert.NoError(t, err, "a regular file still records its origin")
+}
+
+// trusted.* xattrs are listed to root only, as ext4 lists them; the
+// kernel itself refuses their values to others.
+func TestTrustedXattrsListedToRootOnly(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		put(t, l[0], "f", "x")
+		must(t, unix.Setxattr(filepath.Join(l[0], "f"), "trusted.app", []byte("t"), 0))
+		must(t, unix.Setxattr(filepath.Join(l[0], "f"), "user.app", []byte("u"), 0))
+	})
+	must(t, os.Chmod(tu.dir, 0o755))
+	must(t, os.Chmod(filepath.Dir(tu.dir), 0o755))
+	list := func(args ...string) string {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		must(t, err)
+		return string(out)
+	}
+	assert.Contains(t, list("getfattr", "-d", "-m", "-", tu.m("f")), "trusted.app")
+	other := list("setpriv", "--reuid=1001", "--regid=1001", "--clear-groups", "getfattr", "-d", "-m", "-", tu.m("f"))
+	assert.NotContains(t, other, "trusted.app")
+	assert.Contains(t, other, "user.app")
 }

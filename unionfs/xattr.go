@@ -2,9 +2,11 @@ package unionfs
 
 import (
 	"context"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/copyup/at"
 	"github.com/layerfs/layerfs/whiteout"
 )
@@ -54,9 +56,13 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if err != nil {
 		return 0, fs.ToErrno(err)
 	}
+	// trusted.* names are listed only to the privileged, as a local
+	// filesystem lists them; the server reads them as root for anyone.
+	caller, _ := fuse.FromContext(ctx)
+	privileged := caller != nil && caller.Uid == 0
 	var buf []byte
 	for _, name := range names {
-		if !whiteout.IsPrivateXattr(name) {
+		if !whiteout.IsPrivateXattr(name) && (privileged || !strings.HasPrefix(name, "trusted.")) {
 			buf = append(append(buf, name...), 0)
 		}
 	}
