@@ -279,6 +279,9 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if errno := d.place(ctx, name, false, false, func(l at.Loc) error { return at.Link(tl, l) }); errno != 0 {
 		return nil, errno
 	}
+	// The new name's inode number may come from an origin record: readdir
+	// of d must look for it there.
+	d.markImpure()
 	// The node's attributes, with the link count the union shows.
 	var x unix.Statx_t
 	if errno := t.stat(&x); errno != 0 {
