@@ -37,6 +37,9 @@ type Options struct {
 	// of the source's size, and the data stays in the source until
 	// CopyData fills it in (kernel overlay's metacopy).
 	Metacopy bool
+	// Data, when set, is where a regular file's data is read from: a
+	// source that holds metadata only has its data elsewhere.
+	Data *at.Loc
 }
 
 // Entry copies src, which st describes, to dst through work. dst must not
@@ -103,7 +106,11 @@ func copyFile(src at.Loc, st *unix.Stat_t, tmp at.Loc, opt Options) error {
 			return err
 		}
 	} else if !opt.NoData && st.Size > 0 {
-		in, err := at.Open(src, unix.O_RDONLY)
+		data := src
+		if opt.Data != nil {
+			data = *opt.Data
+		}
+		in, err := at.Open(data, unix.O_RDONLY)
 		if err != nil {
 			return err
 		}

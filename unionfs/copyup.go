@@ -95,6 +95,9 @@ type copyUpOp struct {
 	st         unix.Stat_t
 	hardlinked bool
 	origin     []byte
+	// data is where the data is read from when the source holds
+	// metadata only (a metacopy file of a lower layer).
+	data *at.Loc
 }
 
 // prepareCopyUp fills a copy-up of n, found at name in its parent p
@@ -112,6 +115,18 @@ func (n *node) prepareCopyUp(p *node, name string, how copyMode) (*copyUpOp, sys
 	}
 	op.hardlinked = !n.dir && op.st.Nlink > 1
 	op.origin = whiteout.EncodeOrigin(op.src)
+	if n.home().meta {
+		// A lower file with metadata only: its data comes along, from
+		// where the lookup found it.
+		dl, errno := n.dataFile()
+		if errno != 0 {
+			return nil, errno
+		}
+		op.data = &dl
+		if how == metaOnly {
+			op.how = withData
+		}
+	}
 	return op, 0
 }
 
@@ -122,6 +137,7 @@ func (op *copyUpOp) options() copyup.Options {
 		Fsync:     op.n.u.fsync,
 		SkipXattr: whiteout.IsPrivateXattr,
 		KeepOwner: op.n.u.chownNew,
+		Data:      op.data,
 	}
 }
 
@@ -184,9 +200,9 @@ func (op *copyUpOp) plain() syscall.Errno {
 		return 0
 	}
 	n.move(func(h *home) {
-		h.layer = upperLayer
+		h.layer, h.meta = upperLayer, opt.Metacopy
 		if opt.Metacopy {
-			h.meta, h.dataLayer = true, srcLayer
+			h.dataLayer = srcLayer
 		}
 		h.copies++
 	})

@@ -220,3 +220,42 @@ func TestMetacopyDataKeepsCapabilities(t *testing.T) {
 	assert.False(t, isMetacopy(filepath.Join(tu.upper, "g")))
 	assert.Equal(t, strings.Repeat("data", 1000), readFile(t, tu.m("g")))
 }
+
+// An upper written with metacopy=on may become a lower layer (an image
+// layer, a committed container): its metadata-only files show their data
+// from the layers below, by name or through their redirect, as with
+// kernel overlay, and copy up with that data.
+func TestMetacopyInLowerLayer(t *testing.T) {
+	needRoot(t)
+	d := t.TempDir()
+	l, u, w, m := filepath.Join(d, "l"), filepath.Join(d, "u"), filepath.Join(d, "w"), filepath.Join(d, "m")
+	for _, p := range []string{l, u, w, m} {
+		must(t, os.Mkdir(p, 0o755))
+	}
+	put(t, l, "f", "data f")
+	put(t, l, "h", "data h")
+	must(t, unix.Mount("overlay", m, "overlay", 0, "lowerdir="+l+",upperdir="+u+",workdir="+w+",redirect_dir=on,metacopy=on,index=on"))
+	must(t, os.Chmod(filepath.Join(m, "f"), 0o600))
+	must(t, os.Rename(filepath.Join(m, "h"), filepath.Join(m, "h2")))
+	must(t, unix.Unmount(m, 0))
+	if !isMetacopy(filepath.Join(u, "f")) || !isMetacopy(filepath.Join(u, "h2")) {
+		t.Skip("the kernel did not leave metadata-only files")
+	}
+	// The kernel's upper, now the top lower of a union.
+	tu := newTestUnion(t, 1, nil)
+	tu.unmount(t)
+	tu.lowers = []string{u, l}
+	tu.mount(t)
+	assert.Equal(t, "data f", readFile(t, tu.m("f")))
+	assert.Equal(t, "data h", readFile(t, tu.m("h2")))
+	must(t, os.Chmod(tu.m("h2"), 0o640)) // copies up with its data
+	f, err := os.OpenFile(tu.m("f"), os.O_APPEND|os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteString(" and more")
+	must(t, err)
+	must(t, f.Close())
+	assert.Equal(t, "data f and more", readFile(t, tu.m("f")))
+	assert.Equal(t, "data h", readFile(t, tu.m("h2")))
+	assert.Equal(t, "data h", readFile(t, filepath.Join(tu.upper, "h2")))
+	assert.False(t, isMetacopy(filepath.Join(tu.upper, "h2")))
+}

@@ -62,7 +62,7 @@ type Entry struct {
 	// Dirs: a directory's copies in every layer that merges into it, top
 	// first, descriptors open (Close them); nil for a non-directory.
 	Dirs []Dir
-	// Metacopy: an upper file with metadata only. Its data is in layer
+	// Metacopy: a file with metadata only. Its data is in layer
 	// DataLayer, reached as DataName says (as Dir.Name): the same name in
 	// the parent's copy there, or, where a redirect names another place,
 	// the file DataFd holds open (O_PATH). DataLayer is 0 where no data
@@ -163,6 +163,16 @@ func (s *Stack) Probe(dirs []Dir, name string) (Probe, error) {
 	return p, nil
 }
 
+// layerIndex returns the index in dirs of layer's copy, or -1.
+func layerIndex(dirs []Dir, layer int) int {
+	for i, d := range dirs {
+		if d.Layer == layer {
+			return i
+		}
+	}
+	return -1
+}
+
 // lowers returns the part of dirs below the upper layer.
 func lowers(dirs []Dir) []Dir {
 	if len(dirs) > 0 && dirs[0].Layer == Upper {
@@ -220,8 +230,11 @@ func (s *Stack) walk(dirs []Dir, name string, p *Probe) error {
 			return err
 		}
 	}
-	if p.Exists && p.Layer == Upper && whiteout.MayBeMetacopy(&p.Stat) && dirs[0].Layer == Upper {
-		s.findData(&p.Entry, dirs, name)
+	// A file of any layer may hold metadata only (an upper written with
+	// metacopy=on, used as a lower): its data is below its own layer. A
+	// file shown is always found in dirs by its own name.
+	if i := layerIndex(dirs, p.Layer); p.Exists && !p.IsDir() && whiteout.MayBeMetacopy(&p.Stat) && i >= 0 {
+		s.findData(&p.Entry, dirs[i], dirs[i+1:], name)
 		if p.Metacopy && s.NoMetacopy {
 			s.Close(&p.Entry)
 			return syscall.EPERM // as the kernel with metacopy=off

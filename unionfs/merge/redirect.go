@@ -89,13 +89,14 @@ func (s *Stack) openParent(layer int, p string) (Dir, string, pathWalk) {
 	return Dir{Layer: layer, Fd: fd, Opacity: whiteout.ReadOpacity(fd), Name: "/" + strings.TrimSuffix(dir, "/")}, base, result
 }
 
-// findData looks up where the data of the metacopy upper file name of
-// the merged directory dirs lives: the same name in the layers below, or
-// what its redirect names (the kernel writes one when it renames a
-// metacopy file: the old name within the same directory, else an
-// absolute path).
-func (s *Stack) findData(e *Entry, dirs []Dir, name string) {
-	self := at.Loc{Dir: dirs[0].Fd, Name: name}
+// findData looks up where the data of the metacopy file name, found in
+// its layer's directory own, lives: the same name in the directories
+// below, or what its redirect names (the kernel writes one when it
+// renames a metacopy file: the old name within the same directory, else
+// an absolute path). A metacopy file met on the way holds no data: the
+// search goes on below it.
+func (s *Stack) findData(e *Entry, own Dir, below []Dir, name string) {
+	self := at.Loc{Dir: own.Fd, Name: name}
 	if !whiteout.IsMetacopy(self) {
 		return
 	}
@@ -117,6 +118,9 @@ func (s *Stack) findData(e *Entry, dirs []Dir, name string) {
 		if x.Mode&unix.S_IFMT != unix.S_IFREG {
 			return true
 		}
+		if whiteout.MayBeMetacopy(&x) && whiteout.IsMetacopy(l) {
+			return false // metadata only as well: the data is further down
+		}
 		e.Stat.Blocks = x.Blocks // as the kernel: a metacopy file's blocks are its data's
 		if keep {
 			fd, err := at.Open(l, unix.O_PATH)
@@ -134,14 +138,14 @@ func (s *Stack) findData(e *Entry, dirs []Dir, name string) {
 		if keep {
 			name = redirect // renamed within its directory
 		}
-		for _, d := range lowers(dirs) {
+		for _, d := range below {
 			if try(d, name, name, keep) {
 				return
 			}
 		}
 		return
 	}
-	for layer := Upper + 1; layer < len(s.Roots); layer++ {
+	for layer := own.Layer + 1; layer < len(s.Roots); layer++ {
 		parent, base, walk := s.openParent(layer, redirect)
 		if walk == pathStop {
 			return
