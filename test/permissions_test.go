@@ -45,7 +45,8 @@ var permKinds = []permKind{
 const permScript = "#!/bin/sh\nexit 3\n"
 
 // permCell is one matrix cell. Each has a directory of its own (dir,
-// plus dir.to as the target of a rename across directories) made for it
+// plus dir.to as the target of a rename across directories, and a file v
+// of other's to rename over) made for it
 // in the layers, so no cell sees another's effects and the order the
 // cells run in does not matter.
 type permCell struct {
@@ -72,6 +73,9 @@ var permFileOps = []struct {
 	{"unlink", func(u permUser, d string) permOp { return permOp{Op: "unlink", Path: d + "/f"} }},
 	{"rename-in", func(u permUser, d string) permOp { return permOp{Op: "rename", Path: d + "/f", Path2: d + "/g"} }},
 	{"rename-x", func(u permUser, d string) permOp { return permOp{Op: "rename", Path: d + "/f", Path2: d + ".to/f"} }},
+	// Over v, a file of other's: in a sticky directory the victim's
+	// owner counts too.
+	{"rename-over", func(u permUser, d string) permOp { return permOp{Op: "rename", Path: d + "/f", Path2: d + "/v"} }},
 	// Setuid and setgid asked by a caller not in the file's group: setgid
 	// is dropped.
 	{"chmod", func(u permUser, d string) permOp { return permOp{Op: "chmod", Path: d + "/f", Mode: 0o6755} }},
@@ -163,8 +167,11 @@ func permBuildMatrix(t *testing.T, lower, upper string, cells []permCell) {
 			continue
 		}
 		permMkfile(t, filepath.Join(d, "f"), permScript, c.mode, permFileUID, permFileGID)
-		if c.opName == "rename-x" {
+		switch c.opName {
+		case "rename-x":
 			permMkdir(t, d+".to", 0o777, 0, 0)
+		case "rename-over":
+			permMkfile(t, filepath.Join(d, "v"), "victim\n", 0o644, permOther.uid, permOther.gid)
 		}
 	}
 }
@@ -328,6 +335,19 @@ func permSanity(t *testing.T, cases []permCase, kernel []string) {
 	}
 	for name := range want {
 		t.Errorf("no matrix cell %s", name)
+	}
+	// Modes of 0 stay 0; a setgid directory hands down its group (and
+	// setgid to directories); setgid asked by a non-member is dropped.
+	shows := map[string]string{
+		"plain.lower.creat-0000-u022.owner":     "n ---------- uid=1001 gid=1001 ",
+		"plain.upper.mkdir-0000-u000.owner":     "n d--------- uid=1001 gid=1001 ",
+		"setgid.lower.mkdir-0777-u022.other":    "n dgrwxr-xr-x uid=1003 gid=1002 ",
+		"setgid.whiteout.creat-2775-u000.other": "n -rwxrwxr-x uid=1003 gid=1002 ",
+	}
+	for i, c := range cases {
+		if w, ok := shows[c.name]; ok && !strings.Contains(kernel[i], w) {
+			t.Errorf("kernel overlay: %s as %s: want %q in %s", c.name, c.user.name, w, kernel[i])
+		}
 	}
 }
 
@@ -518,6 +538,15 @@ func TestPermissionACL(t *testing.T) {
 		permGetfacl(t, sides[0].tr.mnt), permGetfacl(t, sides[1].tr.mnt))
 	permSameLines(t, "getfacl -n in the upper dir, kernel vs layerfs",
 		permGetfacl(t, sides[0].tr.upper), permGetfacl(t, sides[1].tr.upper))
+	// chmod then setfacl copied metadata only, on both.
+	var meta [2]bool
+	for i, s := range sides {
+		_, err := unix.Lgetxattr(filepath.Join(s.tr.upper, "acl/mc"), "trusted.overlay.metacopy", nil)
+		meta[i] = err == nil
+	}
+	if meta[0] != meta[1] {
+		t.Errorf("acl/mc after chmod and setfacl: metadata-only copy on the kernel: %v, on layerfs: %v", meta[0], meta[1])
+	}
 }
 
 // permGetfacl is getfacl -n of everything under the ACL test directories
