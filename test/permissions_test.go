@@ -177,7 +177,8 @@ func permBuildMatrix(t *testing.T, lower, upper string, cells []permCell) {
 }
 
 // permPrepMatrix brings the cells to their state through the mount, as
-// root: a copied file had data written (a line appended), a metacopy
+// root: a copied file had data written (a line appended; then its times
+// set as they were built, the same in both unions), a metacopy
 // file was chmod'ed (to the mode it had), a whiteout is a removed file.
 func permPrepMatrix(t *testing.T, mnt string, cells []permCell) {
 	t.Helper()
@@ -189,6 +190,10 @@ func permPrepMatrix(t *testing.T, mnt string, cells []permCell) {
 			if f, err = os.OpenFile(filepath.Join(mnt, c.dir, "f"), os.O_WRONLY|os.O_APPEND, 0); err == nil {
 				_, err = f.WriteString("# copied up\n")
 				f.Close()
+			}
+			if err == nil { // the time of the write differs between the unions
+				ts := []unix.Timespec{{Sec: 1_500_000_000}, {Sec: 1_500_000_000}}
+				err = unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(mnt, c.dir, "f"), ts, 0)
 			}
 		case "metacopy":
 			err = unix.Chmod(filepath.Join(mnt, c.dir, "f"), c.mode)
