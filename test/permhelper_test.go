@@ -103,6 +103,12 @@ func permDo(root string, o permOp) permOut {
 		var b []byte
 		b, err = os.ReadFile(p)
 		out = string(b)
+	case "readdir":
+		var ents []os.DirEntry
+		ents, err = os.ReadDir(p)
+		for _, e := range ents {
+			out += e.Name() + " "
+		}
 	case "write":
 		var f *os.File
 		if f, err = os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0); err == nil {
@@ -324,14 +330,6 @@ func (s *permSide) mount(t *testing.T) {
 		return
 	}
 	s.tr.mount(t, s.opts...)
-}
-
-func (s *permSide) unmount(t *testing.T) {
-	t.Helper()
-	if r := run(t, "umount", s.tr.mnt); r.code != 0 {
-		t.Fatalf("umount %s (%s): %s", s.tr.mnt, s.name, r.stderr)
-	}
-	waitUnmounted(t, s.tr.mnt)
 }
 
 // permCase is some calls as one user, and what to describe after all the
