@@ -515,8 +515,8 @@ const permDefaultACL = "d:u::rwx,d:g::r-x,d:o::r-x,d:u:1003:rwx,d:g:1005:r-x,d:m
 
 // permACLDirs hold what the ACL tests make: dacl (lower) and udacl (upper
 // only) with permDefaultACL, dmin (lower) with a minimal default ACL,
-// dwh (lower, permDefaultACL) with a file f and a directory d removed
-// and made again, over whiteouts.
+// dwh (lower, permDefaultACL, setgid) with a file f and a directory d
+// removed and made again, over whiteouts.
 var permACLDirs = []string{"acl", "dacl", "udacl", "dmin", "dwh"}
 
 func permACLBuild(t *testing.T, lower, upper string) {
@@ -527,13 +527,16 @@ func permACLBuild(t *testing.T, lower, upper string) {
 		permMkfile(t, p, "acl data\n", f.mode, permFileUID, permFileGID)
 		permMust(t, "setfacl", "-m", f.acl, p)
 	}
-	for _, d := range []struct{ dir, acl string }{
-		{filepath.Join(lower, "dacl"), permDefaultACL},
-		{filepath.Join(upper, "udacl"), permDefaultACL},
-		{filepath.Join(lower, "dmin"), "d:u::rwx,d:g::---,d:o::---"},
-		{filepath.Join(lower, "dwh"), permDefaultACL},
+	for _, d := range []struct {
+		dir, acl string
+		mode     uint32
+	}{
+		{filepath.Join(lower, "dacl"), permDefaultACL, 0o777},
+		{filepath.Join(upper, "udacl"), permDefaultACL, 0o777},
+		{filepath.Join(lower, "dmin"), "d:u::rwx,d:g::---,d:o::---", 0o777},
+		{filepath.Join(lower, "dwh"), permDefaultACL, 0o2777}, // and setgid
 	} {
-		permMkdir(t, d.dir, 0o777, 0, 0)
+		permMkdir(t, d.dir, d.mode, 0, permSharedGID)
 		permMust(t, "setfacl", "-m", d.acl, d.dir)
 	}
 	permMkfile(t, filepath.Join(lower, "dwh", "f"), "old\n", 0o644, permFileUID, permFileGID)
