@@ -258,13 +258,19 @@ func permHelperCmd(t *testing.T, u permUser, req permReq) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(permHelperPath(t))
-	cmd.Env = []string{permHelperEnv + "=1", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = append(permHelperEnviron(), permHelperEnv+"=1")
 	cmd.Dir = "/"
 	cmd.Stdin = bytes.NewReader(b)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
 		Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: u.groups,
 	}}
 	return cmd
+}
+
+// permHelperEnviron is the helper's environment: a PATH, and no
+// second's sleep at exit when it is built with the race detector.
+func permHelperEnviron() []string {
+	return []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GORACE=atexit_sleep_ms=0"}
 }
 
 // permAs makes the calls ops, relative to root, as u, in one process.

@@ -993,9 +993,9 @@ func TestPermissionUserNamespaceSymlink(t *testing.T) {
 	`
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LAYERFS=" + binary, "HELPER=" + permHelperPath(t),
-		"KM=" + trees[0].mnt, "KOPTS=" + trees[0].opts(), "REQK=" + reqs[0],
-		"LM=" + trees[1].mnt, "LOPTS=" + trees[1].opts(), "REQL=" + reqs[1]}
+	cmd.Env = append(permHelperEnviron(), "LAYERFS="+binary, "HELPER="+permHelperPath(t),
+		"KM="+trees[0].mnt, "KOPTS="+trees[0].opts(), "REQK="+reqs[0],
+		"LM="+trees[1].mnt, "LOPTS="+trees[1].opts(), "REQL="+reqs[1])
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
 		UidMappings:                permNSMap,
