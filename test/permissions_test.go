@@ -917,8 +917,9 @@ var (
 // Symlinks in a rootless user namespace (issue 13, item 5): mapped root
 // mounts kernel overlay (userxattr) and layerfs (/dev/fuse opened in the
 // namespace) over layers owned by mapped ids, and changes the owner and
-// times of lower symlinks and regular files, and sets a user xattr on a
-// symlink; both answer the same and leave the same upper dir.
+// times of lower symlinks and regular files, sets a user xattr on a
+// symlink, renames and removes lower symlinks, changes the owner of a
+// lower FIFO; both answer the same and leave the same upper dir.
 func TestPermissionUserNamespaceSymlink(t *testing.T) {
 	plainUser(t) // opens /dev/fuse to every user for the test
 	needTool(t, "mount", "mount")
@@ -928,7 +929,7 @@ func TestPermissionUserNamespaceSymlink(t *testing.T) {
 		}
 		return permNSBase + id - 1
 	}
-	names := []string{"link", "file", "link2", "link3", "link4", "link5"}
+	names := []string{"link", "file", "fifo", "link2", "link3", "link4", "link5", "link6", "link7"}
 	var trees [2]*tree
 	for i := range trees {
 		tr := permTree(t)
@@ -937,11 +938,17 @@ func TestPermissionUserNamespaceSymlink(t *testing.T) {
 		permMkdir(t, filepath.Join(low, "d"), 0o755, ns(1), ns(1))
 		for _, n := range names {
 			p := filepath.Join(low, "d", n)
-			if n == "file" {
+			var err error
+			switch n {
+			case "file":
 				permMkfile(t, p, "data\n", 0o644, ns(2), ns(2))
 				continue
+			case "fifo":
+				err = unix.Mkfifo(p, 0o644)
+			default:
+				err = os.Symlink("file", p)
 			}
-			if err := os.Symlink("file", p); err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Lchown(p, ns(2), ns(2)); err != nil {
@@ -967,6 +974,14 @@ func TestPermissionUserNamespaceSymlink(t *testing.T) {
 		{Op: "lstat", Path: "d/link4"},
 		{Op: "ltouch", Path: "d/link5"},
 		{Op: "lstat", Path: "d/link5"},
+		{Op: "rename", Path: "d/link6", Path2: "d/link6.moved"},
+		{Op: "lstat", Path: "d/link6.moved"},
+		{Op: "unlink", Path: "d/link7"},
+		{Op: "lstat", Path: "d/link7"},
+		{Op: "chmod", Path: "d/file", Mode: 0o600},
+		{Op: "lstat", Path: "d/file"},
+		{Op: "chown", Path: "d/fifo", UID: 1000, GID: 1000}, // neither takes user.* xattrs
+		{Op: "lstat", Path: "d/fifo"},
 	}
 	reqDir := t.TempDir()
 	os.Chmod(reqDir, 0o755)
