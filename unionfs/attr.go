@@ -68,6 +68,10 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if errno != 0 {
 		return errno
 	}
+	var dropSgid func()
+	if _, chown := in.GetUID(); hasSize || chown || in.Valid&fuse.FATTR_GID != 0 {
+		dropSgid = n.u.sgidDropper(ctx, l)
+	}
 	if errno := n.setOwner(l, in); errno != 0 {
 		return errno
 	}
@@ -88,6 +92,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if err := at.Utimes(l, setattrTimes(in)); err != nil {
 			return fs.ToErrno(err)
 		}
+	}
+	if dropSgid != nil {
+		dropSgid()
 	}
 	// go-fuse leaves a SETATTR reply as we make it: the inode number
 	// the node is known by, and a validity, without which the next stat

@@ -105,8 +105,12 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	}
 	var written int
 	errno := n.withTop(ctx, true, func(fd int) syscall.Errno {
+		drop := n.u.sgidDropper(ctx, at.Loc{Dir: fd})
 		var err error
 		written, err = unix.Pwrite(fd, data, off)
+		if err == nil && drop != nil {
+			drop()
+		}
 		return fs.ToErrno(err)
 	})
 	return uint32(written), errno
