@@ -25,12 +25,26 @@ import (
 // group-executable; the FUSE module handles the other case), judged on
 // the file as it is before the change. nil where nothing is to be done.
 func (u *union) sgidDropper(ctx context.Context, l at.Loc) func() {
+	return u.dropSgidOf(ctx, l, func(mode uint32) bool {
+		return mode&unix.S_IFMT == unix.S_IFREG && mode&unix.S_IXGRP == 0
+	})
+}
+
+// aclSgidDropper is sgidDropper for setting an access ACL, which drops
+// S_ISGID of any entry set by an unprivileged caller outside its group
+// (the kernel's posix_acl_update_mode; the upper filesystem, changed by
+// the server as root, keeps it).
+func (u *union) aclSgidDropper(ctx context.Context, l at.Loc) func() {
+	return u.dropSgidOf(ctx, l, func(uint32) bool { return true })
+}
+
+func (u *union) dropSgidOf(ctx context.Context, l at.Loc, applies func(mode uint32) bool) func() {
 	caller, ok := fuse.FromContext(ctx)
 	if !ok || caller.Uid == 0 {
 		return nil
 	}
 	var st unix.Stat_t
-	if at.Stat(l, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Mode&(unix.S_ISGID|unix.S_IXGRP) != unix.S_ISGID {
+	if at.Stat(l, &st) != nil || st.Mode&unix.S_ISGID == 0 || !applies(st.Mode) {
 		return nil
 	}
 	uid, gid := st.Uid, st.Gid
@@ -40,7 +54,7 @@ func (u *union) sgidDropper(ctx context.Context, l at.Loc) func() {
 	}
 	return func() {
 		var now unix.Stat_t
-		if at.Stat(l, &now) == nil && now.Mode&unix.S_ISGID != 0 {
+		if at.Stat(l, &now) == nil && now.Mode&unix.S_ISGID != 0 && now.Mode&unix.S_IFMT != unix.S_IFLNK {
 			at.Chmod(l, now.Mode&07777&^unix.S_ISGID)
 		}
 	}

@@ -83,7 +83,15 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		}
 	}
 	return n.changeXattr(ctx, attr, func(l at.Loc) error {
-		return at.SetXattr(l, attr, data, int(flags))
+		var drop func()
+		if attr == aclAccess {
+			drop = n.u.aclSgidDropper(ctx, l)
+		}
+		err := at.SetXattr(l, attr, data, int(flags))
+		if err == nil && drop != nil {
+			drop()
+		}
+		return err
 	})
 }
 
