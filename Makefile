@@ -15,7 +15,7 @@ build:
 # System packages the demo and the tests use (root, Debian).
 deps:
 	@missing=""; \
-	for c in fusermount3:fuse3 setfattr:attr setfacl:acl setcap:libcap2-bin unshare:util-linux setpriv:util-linux; do \
+	for c in fusermount3:fuse3 setfattr:attr setfacl:acl setcap:libcap2-bin fuse-overlayfs:fuse-overlayfs unshare:util-linux setpriv:util-linux; do \
 		command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

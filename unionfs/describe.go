@@ -102,7 +102,7 @@ func formatIDMaps(m []IDMap) string {
 		if i > 0 {
 			s += ":"
 		}
-		s += fmt.Sprintf("%d:%d:%d", e.Container, e.Host, e.Size)
+		s += fmt.Sprintf("%d:%d:%d", e.Stored, e.Shown, e.Size)
 	}
 	return s
 }

@@ -8,19 +8,20 @@ import (
 	"syscall"
 )
 
-// IDMap maps Size ids starting at Container (as seen through the mount)
-// to ids starting at Host (as stored in the layers).
+// IDMap maps Size ids starting at Stored (as the layers keep them) to ids
+// starting at Shown (as the mount shows them).
 type IDMap struct {
-	Container, Host, Size uint32
+	Stored, Shown, Size uint32
 }
 
-// ParseIDMaps reads fuse-overlayfs's "C:H:N[:C:H:N...]" form; podman sends
-// it with a leading colon.
+// ParseIDMaps reads fuse-overlayfs's "UID:MAPPED-UID:LEN[:...]" form: the
+// id stored in the layers, the id shown through the mount, the length.
+// podman sends it with a leading colon.
 func ParseIDMaps(s string) ([]IDMap, error) {
 	s = strings.TrimPrefix(s, ":")
 	parts := strings.Split(s, ":")
 	if len(parts)%3 != 0 || s == "" {
-		return nil, fmt.Errorf("id mapping %q: want CONTAINER:HOST:SIZE triples", s)
+		return nil, fmt.Errorf("id mapping %q: want STORED:SHOWN:LENGTH triples", s)
 	}
 	var out []IDMap
 	for i := 0; i < len(parts); i += 3 {
@@ -71,8 +72,8 @@ func toMount(maps []IDMap, id, overflow uint32) uint32 {
 		return id
 	}
 	for _, m := range maps {
-		if id >= m.Host && id-m.Host < m.Size {
-			return m.Container + (id - m.Host)
+		if id >= m.Stored && id-m.Stored < m.Size {
+			return m.Shown + (id - m.Stored)
 		}
 	}
 	return overflow
@@ -84,8 +85,8 @@ func toLayer(maps []IDMap, id uint32) (uint32, bool) {
 		return id, true
 	}
 	for _, m := range maps {
-		if id >= m.Container && id-m.Container < m.Size {
-			return m.Host + (id - m.Container), true
+		if id >= m.Shown && id-m.Shown < m.Size {
+			return m.Stored + (id - m.Shown), true
 		}
 	}
 	return 0, false

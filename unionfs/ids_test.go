@@ -20,7 +20,7 @@ func owner(t *testing.T, p string) [2]uint32 {
 // uidmapping/gidmapping as podman sends them: ids are translated both
 // ways, unmapped ones show as the overflow id.
 func TestIDMapping(t *testing.T) {
-	m := []IDMap{{Container: 0, Host: 100000, Size: 65536}}
+	m := []IDMap{{Stored: 100000, Shown: 0, Size: 65536}}
 	tu := newTestUnionOpts(t, 1, Options{UIDMap: m, GIDMap: m}, func(l []string, u string) {
 		put(t, l[0], "root-file", "r")
 		put(t, l[0], "user-file", "u")
@@ -61,7 +61,7 @@ func TestIDMappingACL(t *testing.T) {
 	if _, err := exec.LookPath("setfacl"); err != nil {
 		needInCI(t, "setfacl (package acl)")
 	}
-	m := []IDMap{{Container: 0, Host: 100000, Size: 65536}}
+	m := []IDMap{{Stored: 100000, Shown: 0, Size: 65536}}
 	tu := newTestUnionOpts(t, 1, Options{UIDMap: m, GIDMap: m}, func(l []string, u string) {
 		put(t, l[0], "f", "secret")
 		p := filepath.Join(l[0], "f")

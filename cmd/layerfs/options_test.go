@@ -30,8 +30,8 @@ func TestParseIDMapping(t *testing.T) {
 	var o unionfs.Options
 	_, err := parseMountOptions("lowerdir=/l,uidmapping=:0:1:1002:1002:0:1:1003:1003:64534,gidmapping=0:100000:65536,squash_to_uid=7", &o)
 	assert.NoError(t, err)
-	assert.Equal(t, []unionfs.IDMap{{Container: 0, Host: 1, Size: 1002}, {Container: 1002, Host: 0, Size: 1}, {Container: 1003, Host: 1003, Size: 64534}}, o.UIDMap)
-	assert.Equal(t, []unionfs.IDMap{{Container: 0, Host: 100000, Size: 65536}}, o.GIDMap)
+	assert.Equal(t, []unionfs.IDMap{{Stored: 0, Shown: 1, Size: 1002}, {Stored: 1002, Shown: 0, Size: 1}, {Stored: 1003, Shown: 1003, Size: 64534}}, o.UIDMap)
+	assert.Equal(t, []unionfs.IDMap{{Stored: 0, Shown: 100000, Size: 65536}}, o.GIDMap)
 	assert.Equal(t, uint32(7), *o.SquashUID)
 	assert.Nil(t, o.SquashGID)
 }

@@ -51,7 +51,7 @@ func TestNeedsFUSEOptions(t *testing.T) {
 		change func(*unionfs.Options)
 		want   string
 	}{
-		{func(o *unionfs.Options) { o.UIDMap = []unionfs.IDMap{{Container: 0, Host: 1, Size: 1}} }, "uid/gid mapping"},
+		{func(o *unionfs.Options) { o.UIDMap = []unionfs.IDMap{{Stored: 0, Shown: 1, Size: 1}} }, "uid/gid mapping"},
 		{func(o *unionfs.Options) { o.SquashUID = &one }, "ownership squashing"},
 		{func(o *unionfs.Options) { o.Passthrough = true }, "passthrough"},
 		{func(o *unionfs.Options) { o.NoSync = true }, "fsync=0"},
