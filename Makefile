@@ -58,9 +58,11 @@ bench: build
 	$(GO) build -o bin/layerfs-bench ./bench/cmd/layerfs-bench
 	./bin/layerfs-bench --layerfs $(BIN) $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH)
 
-# podman as a real client (root; installs podman, runc, busybox-static).
+# podman as a real client (root; installs podman, runc, busybox-static,
+# uidmap, acl): podman.sh, then podman-users.sh (non-root container users,
+# compared with podman's native kernel overlay). Both run; both must pass.
 e2e: build
-	test/e2e/podman.sh $(BIN)
+	@rc=0; test/e2e/podman.sh $(BIN) || rc=1; test/e2e/podman-users.sh $(BIN) || rc=1; exit $$rc
 
 # mount -t fuse.layerfs and /etc/fstab need layerfs in mount(8)'s PATH.
 install: build

@@ -11,24 +11,8 @@ set -uo pipefail
 layerfs=$(readlink -f "${1:?usage: $0 PATH-TO-LAYERFS}")
 [ "$(id -u)" = 0 ] || { echo "e2e: run as root"; exit 1; }
 
-need=()
-for c in podman:podman runc:runc busybox:busybox-static newuidmap:uidmap fusermount3:fuse3; do
-	command -v "${c%%:*}" >/dev/null || need+=("${c#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-	echo "e2e: installing ${need[*]}"
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || exit 1
-fi
-
-passed=0 failed=0
-check() { # check NAME COMMAND...
-	local name=$1; shift
-	if "$@"; then passed=$((passed + 1)); echo "ok   $name"
-	else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
-contains() { grep -qxF -- "$2" <<<"$1"; }
-not() { ! "$@"; }
-lacks() { ! grep -qF -- "$2" <<<"$1"; }
+. "$(dirname "$0")/lib.sh"
+need_packages e2e podman:podman runc:runc busybox:busybox-static newuidmap:uidmap fusermount3:fuse3
 
 top=$(mktemp -d /tmp/layerfs-e2e.XXXXXX)
 chmod 755 "$top"
@@ -101,33 +85,6 @@ scenario() {
 	sleep 0.5
 	check "$name: no mount left after podman rm" lacks "$(cat /proc/mounts)" "$top/$name"
 	check "$name: no layerfs server left after podman rm" test -z "$(pgrep -f "layerfs.*$top/$name" || true)"
-}
-
-conf() { # conf DIR MOUNT_PROGRAM: storage.conf and containers.conf in DIR
-	mkdir -p "$1"
-	cat > "$1/storage.conf" <<SC
-[storage]
-driver = "overlay"
-runroot = "$1/run"
-graphroot = "$1/graph"
-[storage.options.overlay]
-mount_program = "$2"
-SC
-	cat > "$1/containers.conf" <<'CC'
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-[containers]
-netns = "none"
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-CC
-}
-
-# A wrapper that forces the FUSE driver and records podman's calls.
-wrapper() { # wrapper PATH DRIVER
-	printf '#!/bin/sh\necho "$*" >> %s.calls\nexec %s --driver=%s "$@"\n' "$1" "$layerfs" "$2" > "$1"
-	chmod 755 "$1"
 }
 
 # --- rootful
