@@ -14,12 +14,19 @@ layerfs=$(readlink -f "${1:?usage: $0 PATH-TO-LAYERFS}")
 . "$(dirname "$0")/lib.sh"
 need_packages e2e podman:podman runc:runc busybox:busybox-static newuidmap:uidmap fusermount3:fuse3
 
-top=$(mktemp -d /tmp/layerfs-e2e.XXXXXX)
+# Short: rootless podman 4.3 waits 20 s after every container when its
+# runtime dir's path is long.
+top=$(mktemp -d /tmp/lfe.XXXXXX)
 chmod 755 "$top"
 user=layerfs-e2e
 fuse_mode=$(stat -c %a /dev/fuse)
 cleanup() {
 	chmod "$fuse_mode" /dev/fuse
+	# Rootless podman leaves a pause process behind (its namespaces hold
+	# the rootless mounts).
+	for f in "$top"/rootless/runtime/libpod/tmp/pause.pid; do
+		[ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
+	done
 	for m in $(grep -o " $top[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
 	pkill -f "layerfs.*$top" 2>/dev/null
 	rm -rf "$top" 2>/dev/null
