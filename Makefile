@@ -62,7 +62,7 @@ bench: build
 # uidmap, acl): podman.sh, then podman-users.sh (non-root container users,
 # compared with podman's native kernel overlay). Both run; both must pass.
 e2e: build
-	@rc=0; test/e2e/podman.sh $(BIN) || rc=1; test/e2e/podman-users.sh $(BIN) || rc=1; exit $$rc
+	test/e2e/all.sh $(BIN) $(E2E)
 
 # mount -t fuse.layerfs and /etc/fstab need layerfs in mount(8)'s PATH.
 install: build
