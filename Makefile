@@ -58,9 +58,9 @@ bench: build
 	$(GO) build -o bin/layerfs-bench ./bench/cmd/layerfs-bench
 	./bin/layerfs-bench --layerfs $(BIN) $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH)
 
-# podman as a real client (root; installs podman, runc, busybox-static,
-# uidmap, acl): podman.sh, then podman-users.sh (non-root container users,
-# compared with podman's native kernel overlay). Both run; both must pass.
+# Real clients (root; each suite installs what it needs from Debian):
+# test/e2e/*.sh, each compared with kernel overlay under the same client.
+# E2E="podman docker" runs only those.
 e2e: build
 	test/e2e/all.sh $(BIN) $(E2E)
 
