@@ -25,6 +25,7 @@ type inspected struct {
 		CopyUps, CopyUpBytes, Whiteouts uint64
 		OpenHandles                     int64
 		HeldFds                         int
+		Requests                        map[string]uint64
 	}
 }
 
@@ -74,6 +75,11 @@ func TestInspectLayerfs(t *testing.T) {
 	got = inspectJSON(t, tr.mnt)
 	assert.Equal(t, uint64(1), got.Stats.CopyUps)
 	assert.Equal(t, uint64(5000), got.Stats.CopyUpBytes)
+	// The kernel's requests, by kind: two unlinks, one open for the
+	// append (passthrough), lookups of the three names.
+	assert.Equal(t, uint64(2), got.Stats.Requests["UNLINK"])
+	assert.Equal(t, uint64(1), got.Stats.Requests["OPEN"])
+	assert.GreaterOrEqual(t, got.Stats.Requests["LOOKUP"], uint64(3))
 	assert.Equal(t, uint64(2), got.Stats.Whiteouts)
 	assert.Equal(t, int64(1), got.Stats.OpenHandles, "the open passthrough handle")
 	f.Close()
@@ -88,6 +94,7 @@ func TestInspectLayerfs(t *testing.T) {
 	assert.Contains(t, r.stdout, "LowerDir:    "+tr.lowers[0]+"\n             "+tr.lowers[1]+"\n")
 	assert.Contains(t, r.stdout, "CopyUps:     1 (4.9 KiB copied)")
 	assert.Contains(t, r.stdout, "Whiteouts:   2")
+	assert.Regexp(t, `Requests:    .*UNLINK 2`, r.stdout)
 
 	// The status is the server's: read-only, never listed, only on the root.
 	assert.Equal(t, unix.EPERM, unix.Setxattr(tr.mnt, "user.layerfs.status", []byte("x"), 0))

@@ -18,6 +18,7 @@ const StatusXattr = lay.StatusXattr
 type counters struct {
 	copyUps, copyUpBytes, whiteouts atomic.Uint64
 	openHandles                     atomic.Int64
+	requests                        requests
 }
 
 // status is the JSON a server answers StatusXattr with: a
@@ -40,6 +41,7 @@ func (u *union) status() []byte {
 			Whiteouts:   u.stats.whiteouts.Load(),
 			OpenHandles: u.stats.openHandles.Load(),
 			HeldFds:     held,
+			Requests:    u.stats.requests.snapshot(),
 		},
 	}
 	b, _ := json.Marshal(d)

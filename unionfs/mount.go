@@ -54,7 +54,7 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	fsopts := u.fuseOptions(&opts, u.ino(dirs[0].Layer, rst.Ino))
-	srv, err := fuse.NewServer(rawFS{fs.NewNodeFS(root, fsopts)}, l.mountpoint, &fsopts.MountOptions)
+	srv, err := fuse.NewServer(rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests}, l.mountpoint, &fsopts.MountOptions)
 	if err == nil {
 		go srv.Serve()
 		err = srv.WaitMount()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/layerfs/layerfs/unionfs/layout"
@@ -120,5 +121,25 @@ func printInspect(w io.Writer, d *layout.Description) {
 		fmt.Fprintf(w, "Whiteouts:   %d\n", s.Whiteouts)
 		fmt.Fprintf(w, "OpenHandles: %d\n", s.OpenHandles)
 		fmt.Fprintf(w, "HeldFds:     %d\n", s.HeldFds)
+		fmt.Fprintf(w, "Requests:    %s\n", requestLine(s.Requests))
 	}
+}
+
+// requestLine lists request counts, most frequent first.
+func requestLine(reqs map[string]uint64) string {
+	names := make([]string, 0, len(reqs))
+	for n := range reqs {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if reqs[names[i]] != reqs[names[j]] {
+			return reqs[names[i]] > reqs[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %d", n, reqs[n])
+	}
+	return strings.Join(parts, ", ")
 }

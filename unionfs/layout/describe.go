@@ -41,6 +41,9 @@ type Stats struct {
 	// HeldFds are descriptors the server holds for known directories and
 	// open files.
 	HeldFds int `json:"HeldFds"`
+	// Requests counts the kernel's requests by kind (LOOKUP, GETATTR,
+	// ...) since the mount began.
+	Requests map[string]uint64 `json:"Requests,omitempty"`
 }
 
 // Describe reports what serves the union mounted at mountpoint: for
