@@ -54,7 +54,7 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	fsopts := u.fuseOptions(&opts, u.ino(dirs[0].Layer, rst.Ino))
-	srv, err := fuse.NewServer(rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests}, l.mountpoint, &fsopts.MountOptions)
+	srv, err := fuse.NewServer(rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests, dirs: &dirReads{}}, l.mountpoint, &fsopts.MountOptions)
 	if err == nil {
 		go srv.Serve()
 		err = srv.WaitMount()
@@ -79,7 +79,7 @@ func (u *union) fuseOptions(opts *Options, rootIno uint64) *fs.Options {
 	}
 	u.attrTimeout = timeout
 	u.acl = !opts.NoACL
-	caps := uint64(fuse.CAP_READDIRPLUS_AUTO)
+	caps := uint64(fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_NO_OPENDIR_SUPPORT)
 	if u.acl {
 		// The kernel then leaves the umask to us: a default ACL
 		// decides instead of it (see rawFS).

@@ -18,6 +18,9 @@ import (
 type rawFS struct {
 	fuse.RawFileSystem
 	reqs *requests
+	// dirs serves READDIR without OPENDIR (dirreads.go); nil keeps
+	// OPENDIR.
+	dirs *dirReads
 }
 
 // umaskShift places the umask above the file type bits (S_IFMT ends at
@@ -34,10 +37,10 @@ func splitUmask(mode uint32) (uint32, uint32) {
 // requests counts the kernel's requests by kind.
 type requests [opCount]atomic.Uint64
 
-type op int
+type reqKind int
 
 const (
-	opLookup op = iota
+	opLookup reqKind = iota
 	opForget
 	opGetAttr
 	opSetAttr
@@ -88,7 +91,7 @@ var opNames = [opCount]string{
 	"FSYNCDIR", "STATFS", "STATX",
 }
 
-func (r *requests) count(o op) { r[o].Add(1) }
+func (r *requests) count(o reqKind) { r[o].Add(1) }
 
 // snapshot returns the counts that are not zero, by name.
 func (r *requests) snapshot() map[string]uint64 {
@@ -101,6 +104,13 @@ func (r *requests) snapshot() map[string]uint64 {
 	return m
 }
 
+func (r rawFS) Init(s *fuse.Server) {
+	if r.dirs != nil {
+		r.dirs.server = s
+	}
+	r.RawFileSystem.Init(s)
+}
+
 func (r rawFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	r.reqs.count(opLookup)
 	return r.RawFileSystem.Lookup(c, h, name, out)
@@ -108,6 +118,9 @@ func (r rawFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fus
 
 func (r rawFS) Forget(nodeid, nlookup uint64) {
 	r.reqs.count(opForget)
+	if r.dirs != nil {
+		r.dirs.forget(r.RawFileSystem, nodeid)
+	}
 	r.RawFileSystem.Forget(nodeid, nlookup)
 }
 
@@ -272,16 +285,25 @@ func (r rawFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 
 func (r rawFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	r.reqs.count(opOpenDir)
+	if r.dirs.on() {
+		return fuse.ENOSYS // see dirreads.go
+	}
 	return r.RawFileSystem.OpenDir(c, in, out)
 }
 
 func (r rawFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	r.reqs.count(opReadDir)
+	if r.dirs != nil && in.Fh == 0 {
+		return r.dirs.read(r.RawFileSystem, c, in, out, r.RawFileSystem.ReadDir)
+	}
 	return r.RawFileSystem.ReadDir(c, in, out)
 }
 
 func (r rawFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	r.reqs.count(opReadDirPlus)
+	if r.dirs != nil && in.Fh == 0 {
+		return r.dirs.read(r.RawFileSystem, c, in, out, r.RawFileSystem.ReadDirPlus)
+	}
 	return r.RawFileSystem.ReadDirPlus(c, in, out)
 }
 
