@@ -23,8 +23,16 @@ type dirReads struct {
 	server *fuse.Server
 
 	mu    sync.Mutex
-	fh    map[uint64]uint64 // node id -> the server's own handle
-	order []uint64          // node ids, oldest first
+	dirs  map[uint64]*dirRead // by node id
+	order []uint64            // node ids, oldest first
+}
+
+// dirRead is a directory's kept handle. mu is held while the handle is
+// read or released: the bridge does not guard a handle the kernel could
+// not be using, and these are ours.
+type dirRead struct {
+	mu sync.Mutex
+	fh uint64 // 0 once released
 }
 
 // on reports whether the kernel takes an ENOSYS to OPENDIR as the sign
@@ -37,66 +45,71 @@ func (d *dirReads) on() bool {
 // bridge's), through the directory's kept handle.
 func (d *dirReads) read(raw fuse.RawFileSystem, c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList,
 	read func(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status) fuse.Status {
-	fh, st := d.handle(raw, c, in)
+	e, st := d.entry(raw, c, in)
 	if st != fuse.OK {
 		return st
 	}
-	in.Fh = fh
+	e.mu.Lock()
+	if e.fh == 0 { // released meanwhile (evicted, forgotten)
+		e.mu.Unlock()
+		return d.read(raw, c, &fuse.ReadIn{InHeader: in.InHeader, Offset: in.Offset, Size: in.Size, ReadFlags: in.ReadFlags}, out, read)
+	}
+	in.Fh = e.fh
 	st = read(c, in, out)
+	e.mu.Unlock()
 	if st != fuse.OK || out.Offset == in.Offset {
-		d.drop(raw, in.NodeId, fh) // the end of the listing, or a failure
+		d.drop(raw, in.NodeId, e) // the end of the listing, or a failure
 	}
 	return st
 }
 
-// handle returns the kept handle of the directory in.NodeId, opening a
+// entry returns the kept handle of the directory in.NodeId, opening a
 // fresh one for a listing read from its start.
-func (d *dirReads) handle(raw fuse.RawFileSystem, c <-chan struct{}, in *fuse.ReadIn) (uint64, fuse.Status) {
+func (d *dirReads) entry(raw fuse.RawFileSystem, c <-chan struct{}, in *fuse.ReadIn) (*dirRead, fuse.Status) {
 	d.mu.Lock()
-	fh, ok := d.fh[in.NodeId]
+	e := d.dirs[in.NodeId]
 	d.mu.Unlock()
-	if ok && in.Offset != 0 {
-		return fh, fuse.OK
+	if e != nil && in.Offset != 0 {
+		return e, fuse.OK
 	}
 	var out fuse.OpenOut
 	if st := raw.OpenDir(c, &fuse.OpenIn{InHeader: in.InHeader}, &out); st != fuse.OK {
-		return 0, st
+		return nil, st
 	}
+	fresh := &dirRead{fh: out.Fh}
 	d.mu.Lock()
-	old, had := d.fh[in.NodeId]
-	if d.fh == nil {
-		d.fh = map[uint64]uint64{}
+	if d.dirs == nil {
+		d.dirs = map[uint64]*dirRead{}
 	}
-	d.fh[in.NodeId] = out.Fh
-	if !had {
+	old := d.dirs[in.NodeId]
+	d.dirs[in.NodeId] = fresh
+	if old == nil {
 		d.order = append(d.order, in.NodeId)
 	}
-	var evict []uint64
+	var evicted []*dirRead
+	var evictedIDs []uint64
 	for len(d.order) > maxDirReads {
-		evict = append(evict, d.order[0])
+		id := d.order[0]
 		d.order = d.order[1:]
-	}
-	evicted := map[uint64]uint64{}
-	for _, id := range evict {
-		evicted[id] = d.fh[id]
-		delete(d.fh, id)
+		evicted, evictedIDs = append(evicted, d.dirs[id]), append(evictedIDs, id)
+		delete(d.dirs, id)
 	}
 	d.mu.Unlock()
-	if had {
-		raw.ReleaseDir(&fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: in.NodeId}, Fh: old})
+	if old != nil {
+		release(raw, in.NodeId, old)
 	}
-	for id, h := range evicted {
-		raw.ReleaseDir(&fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: id}, Fh: h})
+	for i, e := range evicted {
+		release(raw, evictedIDs[i], e)
 	}
-	return out.Fh, fuse.OK
+	return fresh, fuse.OK
 }
 
-// drop releases the kept handle fh of directory id, if it is still kept.
-func (d *dirReads) drop(raw fuse.RawFileSystem, id, fh uint64) {
+// drop releases e, the kept handle of directory id, if it is still kept.
+func (d *dirReads) drop(raw fuse.RawFileSystem, id uint64, e *dirRead) {
 	d.mu.Lock()
-	kept, ok := d.fh[id]
-	if ok && kept == fh {
-		delete(d.fh, id)
+	kept := d.dirs[id] == e
+	if kept {
+		delete(d.dirs, id)
 		for i, o := range d.order {
 			if o == id {
 				d.order = append(d.order[:i], d.order[i+1:]...)
@@ -105,8 +118,8 @@ func (d *dirReads) drop(raw fuse.RawFileSystem, id, fh uint64) {
 		}
 	}
 	d.mu.Unlock()
-	if ok && kept == fh {
-		raw.ReleaseDir(&fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: id}, Fh: fh})
+	if kept {
+		release(raw, id, e)
 	}
 }
 
@@ -114,9 +127,19 @@ func (d *dirReads) drop(raw fuse.RawFileSystem, id, fh uint64) {
 // FORGET lets the bridge drop the node.
 func (d *dirReads) forget(raw fuse.RawFileSystem, id uint64) {
 	d.mu.Lock()
-	fh, ok := d.fh[id]
+	e := d.dirs[id]
 	d.mu.Unlock()
-	if ok {
-		d.drop(raw, id, fh)
+	if e != nil {
+		d.drop(raw, id, e)
+	}
+}
+
+// release gives e's handle back to the bridge once no read uses it.
+func release(raw fuse.RawFileSystem, id uint64, e *dirRead) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fh != 0 {
+		raw.ReleaseDir(&fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: id}, Fh: e.fh})
+		e.fh = 0
 	}
 }
