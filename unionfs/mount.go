@@ -54,7 +54,8 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	fsopts := u.fuseOptions(&opts, u.ino(dirs[0].Layer, rst.Ino))
-	srv, err := fuse.NewServer(rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests, dirs: &dirReads{}}, l.mountpoint, &fsopts.MountOptions)
+	raw := rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests, dirs: &dirReads{}}
+	srv, err := newServer(raw, l.mountpoint, &fsopts.MountOptions)
 	if err == nil {
 		go srv.Serve()
 		err = srv.WaitMount()
@@ -147,4 +148,22 @@ func (s *Server) Wait() {
 		s.u.endVolatile()
 		s.u.close()
 	})
+}
+
+// newServer mounts and returns the FUSE server. go-fuse opens /dev/fuse
+// without O_CLOEXEC and marks it close-on-exec only after the mount: a
+// process this one starts meanwhile (a program using the package, a
+// test) would inherit the connection and keep it alive after the server
+// ends, so that the mount hangs instead of failing. Where the mount is
+// made directly (root, also mapped root), it is made under
+// syscall.ForkLock, which every fork takes; fusermount3, which a plain
+// user's mount runs, must fork, so that path keeps the window.
+func newServer(raw fuse.RawFileSystem, mountpoint string, mo *fuse.MountOptions) (*fuse.Server, error) {
+	if os.Geteuid() != 0 {
+		return fuse.NewServer(raw, mountpoint, mo)
+	}
+	mo.DirectMountStrict = true // no fallback to fusermount3 under the lock
+	syscall.ForkLock.Lock()
+	defer syscall.ForkLock.Unlock()
+	return fuse.NewServer(raw, mountpoint, mo)
 }
