@@ -54,6 +54,11 @@ func Describe(mountpoint string) (*Description, error) {
 	if err != nil {
 		return nil, err
 	}
+	return m.Describe()
+}
+
+// Describe reports what serves the union m.
+func (m *MountInfo) Describe() (*Description, error) {
 	switch m.FSType {
 	case "overlay":
 		d := &Description{Driver: "kernel", MergedDir: m.Mountpoint}
@@ -91,5 +96,5 @@ func Describe(mountpoint string) (*Description, error) {
 		d.MergedDir = m.Mountpoint
 		return &d, nil
 	}
-	return nil, fmt.Errorf("%s is a %s mount, not a union", mountpoint, m.FSType)
+	return nil, fmt.Errorf("%s is a %s mount, not a union", m.Mountpoint, m.FSType)
 }

@@ -1,6 +1,14 @@
 package layout
 
-import "golang.org/x/sys/unix"
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// askWithin bounds the wait for a layerfs server's status: a server that
+// does not answer (stopped, wedged) must not hang a tool.
+const askWithin = 2 * time.Second
 
 // InUse says whether a live union uses l's upper or work dir (its lowers
 // are not looked at): a kernel overlay or layerfs mount naming either (in
@@ -21,9 +29,9 @@ func InUse(l Layers) (who string, busy bool) {
 				d := m.OverlayDirs()
 				u, w, what = d.Upper, d.Work, "kernel overlay"
 			case "fuse.layerfs":
-				d, err := Describe(m.Mountpoint)
+				d, err := describeWithin(&m, askWithin)
 				if err != nil {
-					continue
+					continue // the lock below still tells of a live server
 				}
 				u, w, what = d.UpperDir, d.WorkDir, "layerfs"
 			default:
@@ -45,4 +53,24 @@ func InUse(l Layers) (who string, busy bool) {
 		}
 	}
 	return "", false
+}
+
+// describeWithin is m.Describe, given up after d (the call stays blocked
+// in the background).
+func describeWithin(m *MountInfo, d time.Duration) (*Description, error) {
+	type answer struct {
+		d   *Description
+		err error
+	}
+	c := make(chan answer, 1)
+	go func() {
+		desc, err := m.Describe()
+		c <- answer{desc, err}
+	}()
+	select {
+	case a := <-c:
+		return a.d, a.err
+	case <-time.After(d):
+		return nil, unix.ETIMEDOUT
+	}
 }
