@@ -31,10 +31,15 @@ type Op struct {
 	Len    int64
 	Pat    int
 	Size   int64
-	Flags  string // rename: plain|noreplace|exchange; truncate: path|fd|otrunc; write: wronly|rdwr
+	Flags  string // rename: plain|noreplace|exchange; truncate: path|fd|otrunc; write: wronly|rdwr; setacl, delacl: access|default; access: r, w, x, f or a mix
 	Name   string // xattr name
-	Value  string // xattr value
+	Value  string // xattr value; setacl: the ACL in text form
 	Time   int64
+	// As is the credential the op runs as; nil: the tester's own (root).
+	As *Cred
+	// Umask is the umask the op runs with (in a helper: with As, or as
+	// root when As is nil); the tester's own is 0.
+	Umask int
 }
 
 // opKinds, with how often the generator picks each.
@@ -48,6 +53,7 @@ var opKinds = []struct {
 	{"rename", 12}, {"link", 4}, {"symlink", 3}, {"mkfifo", 2},
 	{"rocopyup", 4}, {"stat", 3}, {"readdir", 3}, {"read", 3},
 	{"getxattr", 2}, {"dropcaches", 1},
+	{"setacl", 5}, {"delacl", 1}, {"getacl", 2}, {"access", 3},
 }
 
 // String is the readable, parseable form of an op.
@@ -82,6 +88,16 @@ func (o Op) String() string {
 		add("target=%s", o.Target)
 	case "rocopyup":
 		add("off=%d len=%d pat=%d", o.Off, o.Len, o.Pat)
+	case "setacl":
+		add("flags=%s acl=%s", o.Flags, o.Value)
+	case "delacl", "access":
+		add("flags=%s", o.Flags)
+	}
+	if o.Umask != 0 {
+		add("umask=%04o", o.Umask)
+	}
+	if o.As != nil {
+		add("as=%s", o.As)
 	}
 	return strings.Join(f, " ")
 }
@@ -129,6 +145,13 @@ func ParseOp(line string) (Op, error) {
 			o.Time, err = strconv.ParseInt(v, 10, 64)
 		case "target":
 			o.Target = v
+		case "acl":
+			o.Value = v
+		case "umask":
+			n, err = strconv.ParseInt(v, 8, 32)
+			o.Umask = int(n)
+		case "as":
+			o.As, err = parseCred(v)
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
@@ -478,8 +501,54 @@ func apply(root int, o Op) (string, error) {
 	case "getxattr":
 		xs, err := userXattrs(procPath(pfd, base))
 		return strings.Join(xs, " "), err
+	case "setacl":
+		b, err := aclBinary(o.Value)
+		if err != nil {
+			return "bad acl", unix.EINVAL
+		}
+		return "", unix.Lsetxattr(procPath(pfd, base), aclXattr(o.Flags), b, 0)
+	case "delacl":
+		return "", unix.Lremovexattr(procPath(pfd, base), aclXattr(o.Flags))
+	case "getacl":
+		// Both ACLs, each as text, "-" when there is none, or the
+		// error reading it.
+		var parts []string
+		for _, x := range []string{xattrACL, xattrDefACL} {
+			buf := make([]byte, 1024)
+			n, err := unix.Lgetxattr(procPath(pfd, base), x, buf)
+			switch {
+			case err == unix.ENODATA:
+				parts = append(parts, "-")
+			case err != nil:
+				parts = append(parts, "<"+errnoName(toErrno(err))+">")
+			default:
+				parts = append(parts, aclText(buf[:n]))
+			}
+		}
+		return "access=" + parts[0] + " default=" + parts[1], nil
+	case "access":
+		mode := uint32(0)
+		for _, c := range o.Flags {
+			switch c {
+			case 'r':
+				mode |= unix.R_OK
+			case 'w':
+				mode |= unix.W_OK
+			case 'x':
+				mode |= unix.X_OK
+			}
+		}
+		return "", unix.Faccessat2(pfd, base, mode, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	return "", fmt.Errorf("unknown op %q", o.Kind)
+}
+
+// aclXattr names the xattr of an ACL op's flags.
+func aclXattr(flags string) string {
+	if flags == "default" {
+		return xattrDefACL
+	}
+	return xattrACL
 }
 
 type dent struct {
@@ -592,6 +661,9 @@ type View struct {
 	Type   map[string]uint32 // S_IFMT
 	Size   map[string]int64
 	Xattrs map[string][]string // user.* names
+	// Owners and permission bits, of the root ("") too.
+	Uid, Gid map[string]int
+	Mode     map[string]uint32
 }
 
 // emptyDirs returns the directories with no entry.
@@ -671,7 +743,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		o.Mode = append(fileModes, dirModes...)[rng.IntN(len(fileModes)+len(dirModes))]
 	case "chown":
 		o.Path = g.existingAny(true)
-		o.Uid, o.Gid = []int{-1, 0, 1000, 1001, 65534}[rng.IntN(5)], []int{-1, 0, 1000, 1001, 65534}[rng.IntN(5)]
+		o.Uid, o.Gid = []int{-1, 0, 1000, 1001, 1002, 65534}[rng.IntN(6)], []int{-1, 0, 1000, 1001, 1002, 65534}[rng.IntN(6)]
 	case "utimes":
 		o.Path = g.existingAny(true)
 		o.Time = 978307200 + int64(rng.IntN(100000))
@@ -695,7 +767,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		}
 	case "mkdir":
 		o.Path = g.fresh()
-		o.Mode = []uint32{0o755, 0o700, 0o1777}[rng.IntN(3)]
+		o.Mode = []uint32{0o755, 0o700, 0o1777, 0o2775, 0o777, 0o3777, 0o2770}[rng.IntN(7)]
 	case "rmdir":
 		o.Path = g.existing(unix.S_IFDIR, 85)
 		if e := v.emptyDirs(); len(e) > 0 && rng.IntN(2) == 0 {
@@ -731,8 +803,85 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		if rng.IntN(5) == 0 {
 			o.Path = "."
 		}
+	case "setacl", "delacl":
+		o.Flags = "access"
+		if rng.IntN(3) == 0 {
+			o.Flags = "default"
+			o.Path = g.existing(unix.S_IFDIR, 90)
+		} else {
+			o.Path = g.existingAny(true)
+		}
+		if kind == "setacl" {
+			mode := -1
+			if m, ok := v.Mode[o.Path]; ok && o.Flags == "access" && rng.IntN(3) != 0 {
+				mode = int(m) // an ACL that keeps the mode
+			}
+			o.Value = genACL(rng, mode)
+		}
+	case "getacl":
+		o.Path = g.existingAny(true)
+	case "access":
+		o.Path = g.existingAny(true)
+		o.Flags = []string{"r", "w", "x", "rw", "rx", "rwx", "f"}[rng.IntN(7)]
+	}
+	if Credentials && kind != "dropcaches" {
+		g.credential(&o)
 	}
 	return o
+}
+
+// umasks the generator gives ops that create.
+var umasks = []int{0o022, 0o027, 0o077, 0o002, 0o007}
+
+// credential gives o a credential drawn relative to the owner of its
+// target: the entry itself, or its directory for ops that make a name
+// (and, half the time, for ops that remove or move one: the sticky bit
+// asks about both).
+func (g *opGen) credential(o *Op) {
+	rng := g.rng
+	target := o.Path
+	switch o.Kind {
+	case "create", "mkdir", "mkfifo", "symlink":
+		target = parentOf(o.Path)
+		if rng.IntN(2) == 0 {
+			o.Umask = umasks[rng.IntN(len(umasks))]
+		}
+	case "link":
+		if rng.IntN(2) == 0 {
+			target = parentOf(o.Path2)
+		}
+	case "rename":
+		switch rng.IntN(3) {
+		case 0:
+			target = parentOf(o.Path)
+		case 1:
+			target = parentOf(o.Path2)
+		}
+	case "unlink", "rmdir":
+		if rng.IntN(2) == 0 {
+			target = parentOf(o.Path)
+		}
+	}
+	if target == "." {
+		target = ""
+	}
+	if _, ok := g.v.Uid[target]; !ok {
+		target = parentOf(target) // a missing name: its directory decides
+	}
+	o.As = g.genCred(g.v.Uid[target], g.v.Gid[target])
+	if o.Kind == "chown" && o.As.Uid != 0 && rng.IntN(5) < 3 {
+		// What a user may do: give a file to one of its groups.
+		o.Uid = []int{-1, o.As.Uid}[rng.IntN(2)]
+		gs := append([]int{o.As.Gid}, o.As.Groups...)
+		o.Gid = gs[rng.IntN(len(gs))]
+	}
+}
+
+func parentOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
 }
 
 type opGen struct {

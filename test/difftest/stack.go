@@ -49,6 +49,10 @@ type Entry struct {
 	Sparse bool // only the last 16 bytes of Size are data
 	Target string
 	Xattrs []string // "user.NAME=VALUE", sorted
+	// ACL and DefACL (files and dirs; DefACL dirs only): POSIX ACLs in
+	// text form (acl.go), "" for none. An ACL sets the mode's group bits
+	// from its mask, as setfacl does.
+	ACL, DefACL string
 	// Opaque (directories): "" not opaque, else the form layerfs gets:
 	// "xattr" (trusted.overlay.opaque), "user" (user.overlay.opaque) or
 	// "wh" (.wh..wh..opq). The kernel always gets trusted.overlay.opaque.
@@ -88,9 +92,9 @@ func Content(pat int, off, n int64) []byte {
 
 var (
 	namePool  = []string{"a", "b", "c", "d", "e", "f", "g", "h"}
-	fileModes = []uint32{0o644, 0o644, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2755}
-	dirModes  = []uint32{0o755, 0o755, 0o700, 0o775, 0o1777}
-	ids       = []int{0, 0, 1000, 1001}
+	fileModes = []uint32{0o644, 0o644, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2755, 0o664, 0o660, 0o6775, 0o2644}
+	dirModes  = []uint32{0o755, 0o755, 0o700, 0o775, 0o1777, 0o2775, 0o777, 0o3777, 0o2770, 0o1770}
+	ids       = []int{0, 0, 1000, 1001, 1002}
 	xattrKeys = []string{"user.a", "user.b", "user.c"}
 )
 
@@ -171,6 +175,17 @@ func (g *stackGen) attrs(e *Entry) {
 		for _, k := range xattrKeys {
 			if g.pick(5) == 0 {
 				e.Xattrs = append(e.Xattrs, k+"=v"+strconv.Itoa(g.pick(100)))
+			}
+		}
+		if Credentials && g.pick(5) == 0 {
+			e.ACL = genACL(g.rng, int(e.Mode))
+			if !strings.Contains(e.ACL, "m::") && strings.Count(e.ACL, ",") > 2 {
+				e.ACL = "" // a layer holds only ACLs the kernel takes
+			}
+		}
+		if Credentials && e.Kind == KDir && g.pick(4) == 0 {
+			if e.DefACL = genACL(g.rng, -1); !strings.Contains(e.DefACL, "m::") && strings.Count(e.DefACL, ",") > 2 {
+				e.DefACL = ""
 			}
 		}
 	}
@@ -317,6 +332,12 @@ func (e Entry) String() string {
 	for _, x := range e.Xattrs {
 		f = append(f, "x="+x)
 	}
+	if e.ACL != "" {
+		f = append(f, "acl="+e.ACL)
+	}
+	if e.DefACL != "" {
+		f = append(f, "dacl="+e.DefACL)
+	}
 	return strings.Join(f, " ")
 }
 
@@ -371,6 +392,10 @@ func ParseStack(text string) (*Stack, error) {
 				e.Form = v
 			case "x":
 				e.Xattrs = append(e.Xattrs, v)
+			case "acl":
+				e.ACL = v
+			case "dacl":
+				e.DefACL = v
 			default:
 				err = fmt.Errorf("unknown key %q", k)
 			}
@@ -474,6 +499,18 @@ func (s *Stack) Materialise(dirs []string, kernel bool) error {
 			k, v, _ := strings.Cut(x, "=")
 			if err := unix.Lsetxattr(p, k, []byte(v), 0); err != nil {
 				return fmt.Errorf("materialise %s: %w", e, err)
+			}
+		}
+		for _, a := range [][2]string{{xattrACL, e.ACL}, {xattrDefACL, e.DefACL}} {
+			if a[1] == "" {
+				continue
+			}
+			b, err := aclBinary(a[1])
+			if err == nil {
+				err = unix.Lsetxattr(p, a[0], b, 0)
+			}
+			if err != nil {
+				return fmt.Errorf("materialise %s: %s: %w", e, a[0], err)
 			}
 		}
 		if e.Opaque != "" {
