@@ -123,7 +123,7 @@ func (g *opGen) genCred(uid, gid int) *Cred {
 		func(c *Cred) bool { return c.Uid != uid && c.Uid != 0 && !c.inGroup(gid) && len(c.Groups) == 0 },
 		func(c *Cred) bool { return c.Uid != uid && c.Uid != 0 && !c.inGroup(gid) && len(c.Groups) > 0 },
 	}
-	weights := []int{20, 35, 17, 15, 13}
+	weights := []int{20, 40, 16, 12, 12}
 	r := g.rng.IntN(100)
 	role := 0
 	for r >= weights[role] {
@@ -279,9 +279,11 @@ func spawnHelper(c *Cred) (*helper, error) {
 	for i, g := range c.Groups {
 		groups[i] = uint32(g)
 	}
+	// No Pdeathsig: it fires when the thread that started the helper
+	// ends, which the Go runtime may do. A helper ends at EOF on its
+	// stdin instead, which the tester's death gives it too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: uint32(c.Uid), Gid: uint32(c.Gid), Groups: groups},
-		Pdeathsig:  syscall.SIGKILL,
 	}
 	in, err := cmd.StdinPipe()
 	if err != nil {

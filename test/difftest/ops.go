@@ -508,7 +508,15 @@ func apply(root int, o Op) (string, error) {
 		}
 		return "", unix.Lsetxattr(procPath(pfd, base), aclXattr(o.Flags), b, 0)
 	case "delacl":
-		return "", unix.Lremovexattr(procPath(pfd, base), aclXattr(o.Flags))
+		// As setfacl -x: read the ACL first. Out says whether there
+		// was one ("had", "none", or the error reading it).
+		had := "had"
+		if _, err := unix.Lgetxattr(procPath(pfd, base), aclXattr(o.Flags), nil); err == unix.ENODATA {
+			had = "none"
+		} else if err != nil {
+			had = "<" + errnoName(toErrno(err)) + ">"
+		}
+		return had, unix.Lremovexattr(procPath(pfd, base), aclXattr(o.Flags))
 	case "getacl":
 		// Both ACLs, each as text, "-" when there is none, or the
 		// error reading it.

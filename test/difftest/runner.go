@@ -79,6 +79,14 @@ func NewPair(dir string, s *Stack) (p *Pair, err error) {
 		if err := s.Materialise(sd.Lowers, kernel); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		if r := s.Root; r != nil {
+			if err := unix.Chown(sd.Upper, r.Uid, r.Gid); err != nil {
+				return nil, err
+			}
+			if err := unix.Chmod(sd.Upper, r.Mode); err != nil {
+				return nil, err
+			}
+		}
 		return sd, nil
 	}
 	if p.K, err = mk("k", true); err != nil {

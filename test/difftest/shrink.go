@@ -119,12 +119,18 @@ func (s *Shrinker) simplify(best *Divergence) *Divergence {
 			}
 		}
 	}
+	if best.Stack.Root != nil {
+		st := &Stack{Layers: best.Stack.Layers, Entries: best.Stack.Entries}
+		if nd := s.try(best, st, best.Ops); nd != nil {
+			best = nd
+		}
+	}
 	for i, e := range best.Stack.Entries {
 		if e.ACL == "" && e.DefACL == "" {
 			continue
 		}
 		for _, drop := range [][2]bool{{true, true}, {true, false}, {false, true}} {
-			st := &Stack{Layers: best.Stack.Layers, Entries: append([]Entry(nil), best.Stack.Entries...)}
+			st := &Stack{Layers: best.Stack.Layers, Root: best.Stack.Root, Entries: append([]Entry(nil), best.Stack.Entries...)}
 			if drop[0] {
 				st.Entries[i].ACL = ""
 			}

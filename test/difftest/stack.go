@@ -66,6 +66,16 @@ type Entry struct {
 type Stack struct {
 	Layers  int
 	Entries []Entry
+	// Root, when set, gives the upper dir's mode and owners, which are
+	// the merged root's ("root mode=1777 uid=0 gid=0"); else 0755 root.
+	Root *Entry
+}
+
+// rootAttrs are the merged roots the generator picks from: where other
+// users may create too.
+var rootAttrs = []Entry{
+	{Mode: 0o755}, {Mode: 0o1777}, {Mode: 0o1777}, {Mode: 0o777},
+	{Mode: 0o2775, Gid: 1000}, {Mode: 0o775, Uid: 1000, Gid: 1000}, {Mode: 0o3777, Gid: 1001},
 }
 
 // baseTime is the epoch (2000-01-01) of the fixed times given to lower
@@ -105,6 +115,10 @@ var Hardlinks = true
 func GenStack(rng *rand.Rand) *Stack {
 	g := &stackGen{rng: rng, below: map[string]Kind{}, ever: map[string]map[string]bool{}}
 	g.s.Layers = 2 + rng.IntN(3)
+	if Credentials {
+		r := rootAttrs[rng.IntN(len(rootAttrs))]
+		g.s.Root = &Entry{Kind: KDir, Mode: r.Mode, Uid: r.Uid, Gid: r.Gid}
+	}
 	for layer := g.s.Layers; layer >= 1; layer-- {
 		g.layer = layer
 		g.files = nil
@@ -300,6 +314,9 @@ func (g *stackGen) randomKind(depth int, merged bool) Kind {
 func (s *Stack) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "layers=%d\n", s.Layers)
+	if r := s.Root; r != nil {
+		fmt.Fprintf(&b, "root mode=%04o uid=%d gid=%d\n", r.Mode, r.Uid, r.Gid)
+	}
 	for _, e := range s.Entries {
 		b.WriteString(e.String())
 		b.WriteByte('\n')
@@ -358,6 +375,30 @@ func ParseStack(text string) (*Stack, error) {
 			continue
 		}
 		f := strings.Fields(line)
+		if len(f) == 4 && f[0] == "root" {
+			r := Entry{Kind: KDir}
+			for _, kv := range f[1:] {
+				k, v, _ := strings.Cut(kv, "=")
+				var n int64
+				var err error
+				switch k {
+				case "mode":
+					n, err = strconv.ParseInt(v, 8, 32)
+					r.Mode = uint32(n)
+				case "uid":
+					r.Uid, err = strconv.Atoi(v)
+				case "gid":
+					r.Gid, err = strconv.Atoi(v)
+				default:
+					err = fmt.Errorf("unknown key %q", k)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("stack: %q: %v", line, err)
+				}
+			}
+			s.Root = &r
+			continue
+		}
 		if len(f) < 3 || !strings.HasPrefix(f[0], "L") {
 			return nil, fmt.Errorf("stack: bad line %q", line)
 		}
@@ -415,7 +456,7 @@ func ParseStack(text string) (*Stack, error) {
 // (entries below a removed directory, hard links to a removed file).
 func (s *Stack) without(i int) *Stack {
 	drop := s.Entries[i]
-	out := &Stack{Layers: s.Layers}
+	out := &Stack{Layers: s.Layers, Root: s.Root}
 	for j, e := range s.Entries {
 		if j == i {
 			continue
