@@ -33,6 +33,7 @@ var (
 	flagSelfCheck = flag.Bool("selfcheck", false, "mount kernel overlay on both sides: checks the tester itself (must find nothing)")
 	flagCreds     = flag.Bool("creds", true, "run ops as several users (helper processes), with ACLs in the layers; false: every op as root")
 	flagStats     = flag.Bool("stats", false, "log how often each op kind succeeded or failed on the kernel, as root and as other users")
+	flagEvict     = flag.Duration("evict", 0, "drop the dentry and inode caches this often while tests run (FUSE FORGETs at random points, as a busy machine gives them); 0: never")
 )
 
 // TestMain runs the tests in a private mount namespace of their own (as
@@ -65,9 +66,38 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Fprintf(os.Stderr, "difftest: no private mount namespace (%v); running in this one\n", err)
 	}
+	stop := evictor()
 	code := m.Run()
+	stop()
 	helpers.closeAll()
 	os.Exit(code)
+}
+
+// evictor drops the dentry and inode caches every -evict until stopped.
+func evictor() (stop func()) {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if *flagEvict <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(*flagEvict)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // requireEnv fails in CI and skips elsewhere when the machine cannot run

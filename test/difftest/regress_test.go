@@ -432,14 +432,27 @@ write b off=0 len=2 pat=745 flags=wronly
 	{
 		name:   "sgid-kept-on-nonmember-write",
 		seed:   3,
-		open:   "BUG: a write by the owner, not in the file's group, keeps S_ISGID on a 2644 file; the kernel drops it (setattr_should_drop_sgid: S_ISGID without S_IXGRP goes when the writer is not in the group). FUSE's fuse_setattr recomputes the kill with the pre-6.x rule (S_ISGID only with S_IXGRP) unless the server handles killpriv",
+		open:   "BUG: a write by the owner, not in the file's group, keeps S_ISGID on a 2644 file; the kernel drops it (setattr_should_drop_sgid: S_ISGID without S_IXGRP goes when the writer is not in the group). FUSE's fuse_setattr recomputes the kill with the pre-6.x rule (S_ISGID only with S_IXGRP) unless the server handles killpriv. The same for truncate, open with O_TRUNC and chown (the later ops, each on a file of its own)",
 		unskip: "BUG-sgid-nonmember-write",
 		stack: `
 layers=2
 L1 file e mode=2644 uid=1001 gid=1001 size=147 pat=144 x=user.b=v89 x=user.c=v18
+L1 file a mode=2646 uid=1001 gid=1001 size=10 pat=1
+L1 file b mode=2646 uid=1001 gid=1001 size=10 pat=1
+L1 file c mode=2646 uid=1001 gid=1001 size=10 pat=1
+L1 file d mode=2666 uid=1001 gid=1001 size=10 pat=1
 `,
 		ops: `
 rocopyup e off=118 len=176 pat=199 as=1001:1000
+stat e
+truncate a size=3 flags=path as=1002:1002
+stat a
+chown b uid=-1 gid=1000 as=1001:1000
+stat b
+truncate c size=0 flags=otrunc as=1002:1002
+stat c
+write d off=0 len=3 pat=3 flags=wronly as=1002:1002
+stat d
 `,
 	},
 	{
