@@ -54,6 +54,7 @@ var opKinds = []struct {
 	{"rocopyup", 4}, {"stat", 3}, {"readdir", 3}, {"read", 3},
 	{"getxattr", 2}, {"dropcaches", 1},
 	{"setacl", 5}, {"delacl", 1}, {"getacl", 2}, {"access", 3},
+	{"statfs", 1},
 }
 
 // String is the readable, parseable form of an op.
@@ -534,6 +535,18 @@ func apply(root int, o Op) (string, error) {
 			}
 		}
 		return "access=" + parts[0] + " default=" + parts[1], nil
+	case "statfs":
+		// The name length only: the rest is the upper filesystem's.
+		fd, err := unix.Openat(pfd, base, unix.O_PATH|openFlags, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		var sf unix.Statfs_t
+		if err := unix.Fstatfs(fd, &sf); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("namelen=%d", sf.Namelen), nil
 	case "access":
 		mode := uint32(0)
 		for _, c := range o.Flags {
@@ -775,7 +788,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		}
 	case "mkdir":
 		o.Path = g.fresh()
-		o.Mode = []uint32{0o755, 0o700, 0o1777, 0o2775, 0o777, 0o3777, 0o2770}[rng.IntN(7)]
+		o.Mode = []uint32{0o755, 0o700, 0o1777, 0o2775, 0o777, 0o3777, 0o2770, 0o000}[rng.IntN(8)]
 	case "rmdir":
 		o.Path = g.existing(unix.S_IFDIR, 85)
 		if e := v.emptyDirs(); len(e) > 0 && rng.IntN(2) == 0 {
@@ -828,6 +841,8 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		}
 	case "getacl":
 		o.Path = g.existingAny(true)
+	case "statfs":
+		o.Path = g.existing(unix.S_IFDIR, 100)
 	case "access":
 		o.Path = g.existingAny(true)
 		o.Flags = []string{"r", "w", "x", "rw", "rx", "rwx", "f"}[rng.IntN(7)]
@@ -933,6 +948,8 @@ func (g *opGen) fresh() string {
 	switch r := g.rng.IntN(100); {
 	case r < 2:
 		name = ".wh." + namePool[g.rng.IntN(len(namePool))]
+	case r < 4:
+		name = longNames[g.rng.IntN(len(longNames))]
 	case r < 45:
 		if used := g.s.names(dir); len(used) > 0 {
 			name = used[g.rng.IntN(len(used))]
@@ -949,6 +966,16 @@ func (g *opGen) fresh() string {
 	}
 	return dir + "/" + name
 }
+
+// longNames are names about the longest a name may be (255 bytes): a
+// whiteout of the kernel's form needs no room beside them.
+var longNames = func() []string {
+	var out []string
+	for n := 250; n <= 256; n++ {
+		out = append(out, strings.Repeat(string(rune('p'+n-250)), n))
+	}
+	return out
+}()
 
 func (g *opGen) dataLen() int64 {
 	switch r := g.rng.IntN(10); {
