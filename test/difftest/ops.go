@@ -651,8 +651,10 @@ func dtName(t uint8) string {
 	return "unknown"
 }
 
-// userXattrs lists the user.* xattrs of p (not following a final
-// symlink) as sorted "name=value".
+// userXattrs lists the xattrs of p (not following a final symlink) that
+// users set: user.*, security.* and trusted.* but the union's own
+// trusted.overlay.* (POSIX ACLs are compared on their own), as sorted
+// "name=value".
 func userXattrs(p string) ([]string, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Llistxattr(p, buf)
@@ -661,7 +663,7 @@ func userXattrs(p string) ([]string, error) {
 	}
 	var out []string
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if !strings.HasPrefix(name, "user.") {
+		if !shownXattr(name) {
 			continue
 		}
 		v := make([]byte, 4096)
@@ -676,12 +678,22 @@ func userXattrs(p string) ([]string, error) {
 	return out, nil
 }
 
+func shownXattr(name string) bool {
+	switch {
+	case strings.HasPrefix(name, "trusted.overlay."):
+		return false
+	case strings.HasPrefix(name, "user."), strings.HasPrefix(name, "security."), strings.HasPrefix(name, "trusted."):
+		return true
+	}
+	return false
+}
+
 // View is the merged tree as the generator sees it: every path, sorted.
 type View struct {
 	Paths  []string
 	Type   map[string]uint32 // S_IFMT
 	Size   map[string]int64
-	Xattrs map[string][]string // user.* names
+	Xattrs map[string][]string // names of the xattrs userXattrs lists
 	// Owners and permission bits, of the root ("") too.
 	Uid, Gid map[string]int
 	Mode     map[string]uint32

@@ -470,6 +470,19 @@ L2 dir a/d/a mode=2770 uid=1000 gid=1000
 setacl a/d/a flags=access acl=u::rwx,g::rwx,o::--- as=1000:1002
 `,
 	},
+	{
+		name:   "trusted-xattr-names-listed",
+		seed:   0,
+		open:   "BUG: a user without CAP_SYS_ADMIN lists the trusted.* xattrs of a file through layerfs (and reading one then says ENODATA); the kernel hides them from such callers",
+		unskip: "BUG-trusted-listed",
+		stack: `
+layers=2
+L1 file a mode=0644 uid=1001 gid=1001 size=10 pat=1 x=trusted.t=v0
+`,
+		ops: `
+getxattr a as=1001:1001
+`,
+	},
 }
 
 func TestRegressions(t *testing.T) {

@@ -105,7 +105,7 @@ var (
 	fileModes = []uint32{0o644, 0o644, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2755, 0o664, 0o660, 0o6775, 0o2644, 0o000}
 	dirModes  = []uint32{0o755, 0o755, 0o700, 0o775, 0o1777, 0o2775, 0o777, 0o3777, 0o2770, 0o1770}
 	ids       = []int{0, 0, 1000, 1001, 1002}
-	xattrKeys = []string{"user.a", "user.b", "user.c"}
+	xattrKeys = []string{"user.a", "user.b", "user.c", "trusted.t", "security.s"}
 )
 
 // Hardlinks enables hard links in generated stacks and link ops.

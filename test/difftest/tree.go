@@ -44,7 +44,7 @@ func WalkMerged(root int) (Tree, error) {
 		if err := readContent(dirfd, name, n); err != nil {
 			return false, fmt.Errorf("%s: %w", p, err)
 		}
-		if n.Type == unix.S_IFREG || n.Type == unix.S_IFDIR {
+		{
 			xs, err := userXattrs(procPath(dirfd, name))
 			if err != nil {
 				return false, fmt.Errorf("%s: listxattr: %w", p, err)
@@ -335,7 +335,7 @@ func WalkView(root int) (*View, error) {
 			v.Paths = append(v.Paths, p)
 			v.Type[p] = typ
 			v.Size[p] = st.Size
-			if typ == unix.S_IFREG || typ == unix.S_IFDIR {
+			{
 				xs, _ := userXattrs(procPath(dirfd, name))
 				for _, x := range xs {
 					k, _, _ := strings.Cut(x, "=")
