@@ -54,7 +54,7 @@ var opKinds = []struct {
 	{"rocopyup", 4}, {"stat", 3}, {"readdir", 3}, {"read", 3},
 	{"getxattr", 2}, {"dropcaches", 1},
 	{"setacl", 5}, {"delacl", 1}, {"getacl", 2}, {"access", 3},
-	{"statfs", 1},
+	{"statfs", 1}, {"setcap", 1},
 }
 
 // String is the readable, parseable form of an op.
@@ -502,6 +502,10 @@ func apply(root int, o Op) (string, error) {
 	case "getxattr":
 		xs, err := userXattrs(procPath(pfd, base))
 		return strings.Join(xs, " "), err
+	case "setcap":
+		// cap_net_bind_service=ep, as setcap(8) writes it: a write or
+		// chown by another user then drops it (ATTR_KILL_PRIV).
+		return "", unix.Lsetxattr(procPath(pfd, base), "security.capability", fileCaps, 0)
 	case "setacl":
 		b, err := aclBinary(o.Value)
 		if err != nil {
@@ -563,6 +567,10 @@ func apply(root int, o Op) (string, error) {
 	}
 	return "", fmt.Errorf("unknown op %q", o.Kind)
 }
+
+// fileCaps is a struct vfs_cap_data (revision 2) with
+// CAP_NET_BIND_SERVICE (10) permitted and effective.
+var fileCaps = []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 // aclXattr names the xattr of an ACL op's flags.
 func aclXattr(flags string) string {
@@ -672,10 +680,20 @@ func userXattrs(p string) ([]string, error) {
 			out = append(out, name+"=<"+errnoName(toErrno(err))+">")
 			continue
 		}
-		out = append(out, name+"="+string(v[:m]))
+		out = append(out, name+"="+printable(v[:m]))
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// printable is b as text, or in hex when it is not text.
+func printable(b []byte) string {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f {
+			return "0x" + hex.EncodeToString(b)
+		}
+	}
+	return string(b)
 }
 
 func shownXattr(name string) bool {
@@ -855,6 +873,8 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		o.Path = g.existingAny(true)
 	case "statfs":
 		o.Path = g.existing(unix.S_IFDIR, 100)
+	case "setcap":
+		o.Path = g.existing(unix.S_IFREG, 90)
 	case "access":
 		o.Path = g.existingAny(true)
 		o.Flags = []string{"r", "w", "x", "rw", "rx", "rwx", "f"}[rng.IntN(7)]
