@@ -483,6 +483,24 @@ L1 file a mode=0644 uid=1001 gid=1001 size=10 pat=1 x=trusted.t=v0
 getxattr a as=1001:1001
 `,
 	},
+	{
+		name:   "metacopy-data-drops-caps",
+		seed:   700,
+		open:   "BUG: a metadata-only copy (setcap, chmod) of a lower file loses security.capability when layerfs copies its data up for a rename or link: the data write into the upper file drops it (killpriv), the kernel sets it again after the copy",
+		unskip: "BUG-metacopy-caps",
+		stack: `
+layers=3
+L2 file a mode=0600 uid=1002 gid=1001 size=66 pat=725
+L2 file c mode=0755 uid=1001 gid=1001 size=10 pat=1 x=security.capability=0x0100000200040000000000000000000000000000
+`,
+		ops: `
+setcap a
+rename a g flags=plain
+chmod c mode=0750
+link c c2
+getxattr c2
+`,
+	},
 }
 
 func TestRegressions(t *testing.T) {

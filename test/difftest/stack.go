@@ -11,6 +11,7 @@
 package difftest
 
 import (
+	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -190,6 +191,9 @@ func (g *stackGen) attrs(e *Entry) {
 			if g.pick(5) == 0 {
 				e.Xattrs = append(e.Xattrs, k+"=v"+strconv.Itoa(g.pick(100)))
 			}
+		}
+		if e.Kind == KFile && g.pick(12) == 0 {
+			e.Xattrs = append(e.Xattrs, "security.capability=0x"+hex.EncodeToString(fileCaps))
 		}
 		if Credentials && g.pick(5) == 0 {
 			e.ACL = genACL(g.rng, int(e.Mode))
@@ -538,7 +542,13 @@ func (s *Stack) Materialise(dirs []string, kernel bool) error {
 		}
 		for _, x := range e.Xattrs {
 			k, v, _ := strings.Cut(x, "=")
-			if err := unix.Lsetxattr(p, k, []byte(v), 0); err != nil {
+			b := []byte(v)
+			if h, ok := strings.CutPrefix(v, "0x"); ok {
+				if b, err = hex.DecodeString(h); err != nil {
+					return fmt.Errorf("materialise %s: %w", e, err)
+				}
+			}
+			if err := unix.Lsetxattr(p, k, b, 0); err != nil {
 				return fmt.Errorf("materialise %s: %w", e, err)
 			}
 		}
