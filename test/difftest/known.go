@@ -198,6 +198,20 @@ var KnownDiffs = []Known{
 		},
 	},
 	{
+		Name: "metacopy-redirect-too-long",
+		Reason: `a consequence of metacopy-moved: the kernel renames or links a ` +
+			`lower file metadata-only and names its data with an absolute ` +
+			`redirect, which may be at most 256 bytes (redirect_max), so a file ` +
+			`whose path is longer answers EXDEV; layerfs copies the data and ` +
+			`needs no redirect. (Directories have the same limit on both sides.) ` +
+			`The run stops there, as the two sides now differ.`,
+		Op: func(o Op, k, l Result) bool {
+			long := len(o.Path)+1 > 256 || o.Flags == "exchange" && len(o.Path2)+1 > 256
+			return (o.Kind == "link" || o.Kind == "rename") && long && k.Errno == unix.EXDEV && l.Errno == 0
+		},
+		Stop: true,
+	},
+	{
 		Name: "kernel-readdir-ino-quirk",
 		Reason: `with index=on the kernel lists some entries of a directory with ` +
 			`d_ino != st_ino (seen for regular files after copy-ups and exchanges); ` +

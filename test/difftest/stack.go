@@ -223,6 +223,10 @@ func (g *stackGen) genDir(dir string, depth int, merged bool) {
 	if n > len(names) {
 		n = len(names)
 	}
+	if Credentials && n > 0 && g.pick(10) == 0 {
+		// A name of the longest lengths (not 256: no layer has it).
+		names[0] = longNames[g.pick(len(longNames)-1)]
+	}
 	for _, name := range names[:n] {
 		p := name
 		if dir != "" {
