@@ -54,7 +54,7 @@ var opKinds = []struct {
 	{"rocopyup", 4}, {"stat", 3}, {"readdir", 3}, {"read", 3},
 	{"getxattr", 2}, {"dropcaches", 1},
 	{"setacl", 5}, {"delacl", 1}, {"getacl", 2}, {"access", 3},
-	{"statfs", 1}, {"setcap", 1},
+	{"statfs", 1}, {"setcap", 1}, {"tmpfile", 3},
 }
 
 // String is the readable, parseable form of an op.
@@ -65,7 +65,7 @@ func (o Op) String() string {
 	}
 	add := func(format string, args ...any) { f = append(f, fmt.Sprintf(format, args...)) }
 	switch o.Kind {
-	case "create":
+	case "create", "tmpfile":
 		add("mode=%04o len=%d pat=%d", o.Mode, o.Len, o.Pat)
 	case "write":
 		add("off=%d len=%d pat=%d flags=%s", o.Off, o.Len, o.Pat, o.Flags)
@@ -200,7 +200,7 @@ func FormatOps(ops []Op) string {
 // newNames returns the names an op makes.
 func (o Op) newNames() []string {
 	switch o.Kind {
-	case "create", "mkdir", "mkfifo", "symlink":
+	case "create", "tmpfile", "mkdir", "mkfifo", "symlink":
 		return []string{o.Path}
 	case "rename", "link":
 		return []string{o.Path2}
@@ -342,6 +342,26 @@ func apply(root int, o Op) (string, error) {
 		}
 		defer unix.Close(fd)
 		return "", writeFull(fd, Content(o.Pat, 0, o.Len), 0, false)
+	case "tmpfile":
+		// An unnamed file in the directory, written, then linked in
+		// under the op's name (the open(2) recipe for users).
+		fd, err := unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, o.Mode)
+		if err != nil {
+			return "open", err
+		}
+		defer unix.Close(fd)
+		if err := writeFull(fd, Content(o.Pat, 0, o.Len), 0, false); err != nil {
+			return "write", err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return "fstat", err
+		}
+		desc := fmt.Sprintf("%04o uid=%d gid=%d", st.Mode&0o7777, st.Uid, st.Gid)
+		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), pfd, base, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return desc + " link", err
+		}
+		return desc, nil
 	case "write", "append":
 		flags := unix.O_WRONLY
 		if o.Flags == "rdwr" {
@@ -767,7 +787,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 	g := opGen{rng: rng, v: v, s: s}
 	o := Op{Kind: kind}
 	switch kind {
-	case "create":
+	case "create", "tmpfile":
 		o.Path = g.fresh()
 		o.Mode = fileModes[rng.IntN(len(fileModes))]
 		o.Len, o.Pat = g.dataLen(), rng.IntN(1000)
@@ -896,7 +916,7 @@ func (g *opGen) credential(o *Op) {
 	rng := g.rng
 	target := o.Path
 	switch o.Kind {
-	case "create", "mkdir", "mkfifo", "symlink":
+	case "create", "tmpfile", "mkdir", "mkfifo", "symlink":
 		target = parentOf(o.Path)
 		if rng.IntN(2) == 0 {
 			o.Umask = umasks[rng.IntN(len(umasks))]

@@ -604,7 +604,7 @@ func (id *identity) put(p string, sub map[string]string) {
 
 func (id *identity) update(o Op, same bool) {
 	switch o.Kind {
-	case "create", "mkdir", "mkfifo", "symlink", "unlink", "rmdir":
+	case "create", "tmpfile", "mkdir", "mkfifo", "symlink", "unlink", "rmdir":
 		id.take(o.Path)
 	case "link":
 		if v, ok := id.origin[o.Path]; ok {
