@@ -34,6 +34,14 @@ type Known struct {
 	// Op accepts a difference between the kernel's and layerfs's result
 	// of o.
 	Op func(o Op, k, l Result) bool
+	// OpOn is Op knowing o's target (o.Path) as it was on the kernel's
+	// side before the op (nil: it did not exist).
+	OpOn func(o Op, pre *unix.Stat_t, k, l Result) bool
+	// Taint names paths where o (with those results on both sides) may
+	// have left differences in the upper dirs that Tainted accepts at the
+	// final comparison: side effects of a failed op, say.
+	Taint   func(o Op, pre *unix.Stat_t, k, l Result) []string
+	Tainted func(d TreeDiff) bool
 	// Stop: when Op accepted a difference where one side succeeded and
 	// the other failed, the two states differ, so the sequence ends there
 	// without a final comparison.
@@ -56,6 +64,9 @@ var KnownDiffs = []Known{
 			`kill bits by the older rule (S_ISGID only with S_IXGRP) for a server ` +
 			`without handle_killpriv.`,
 		Op: func(o Op, k, l Result) bool {
+			if o.Kind == "tmpfile" { // written before its mode is read
+				return k.Errno == l.Errno && sgidWriteKept("reg "+k.Out, "reg "+l.Out)
+			}
 			return o.Kind == "stat" && k.Errno == 0 && l.Errno == 0 && sgidWriteKept(k.Out, l.Out)
 		},
 		Tree: func(d TreeDiff) bool {
@@ -205,11 +216,33 @@ var KnownDiffs = []Known{
 			`whose path is longer answers EXDEV; layerfs copies the data and ` +
 			`needs no redirect. (Directories have the same limit on both sides.) ` +
 			`The run stops there, as the two sides now differ.`,
-		Op: func(o Op, k, l Result) bool {
-			long := len(o.Path)+1 > 256 || o.Flags == "exchange" && len(o.Path2)+1 > 256
-			return (o.Kind == "link" || o.Kind == "rename") && long && k.Errno == unix.EXDEV && l.Errno == 0
+		OpOn: func(o Op, pre *unix.Stat_t, k, l Result) bool {
+			// The path a file had in its lower layer is not known here;
+			// a non-directory gets EXDEV from nothing else.
+			file := pre != nil && pre.Mode&unix.S_IFMT != unix.S_IFDIR
+			return (o.Kind == "link" || o.Kind == "rename") && file && k.Errno == unix.EXDEV && l.Errno == 0
 		},
 		Stop: true,
+	},
+	{
+		Name: "failed-rename-copies-up",
+		Reason: `a rename of a lower directory that fails (ENOTEMPTY, EXDEV ` +
+			`and the like, on both sides) leaves the kernel's source copied up ` +
+			`with its parents, an impure mark and a redirect, and its parent's ` +
+			`mtime changed: the kernel copies up and prepares before it finds ` +
+			`the target unfit. layerfs checks first and changes nothing (as in ` +
+			`failed-rename-opaque). Accepts, at the source and the directories ` +
+			`above it, upper dirs only the kernel has and the parents' times.`,
+		Taint: func(o Op, pre *unix.Stat_t, k, l Result) []string {
+			if o.Kind == "rename" && k.Errno != 0 && k.Errno == l.Errno && pre != nil && pre.Mode&unix.S_IFMT == unix.S_IFDIR {
+				return ancestors(o.Path)
+			}
+			return nil
+		},
+		Tainted: func(d TreeDiff) bool {
+			return d.Where == "upper" && strings.HasPrefix(d.Kernel, "dir") && d.Layerfs == "<absent>" ||
+				d.Where == "dir-mtime"
+		},
 	},
 	{
 		Name: "kernel-readdir-ino-quirk",
@@ -334,13 +367,49 @@ func skipped(o Op, stat func() *unix.Stat_t, s skips) *Known {
 	return nil
 }
 
-func knownOp(o Op, k, l Result, s skips) *Known {
+func knownOp(o Op, pre *unix.Stat_t, k, l Result, s skips) *Known {
 	for i := range KnownDiffs {
 		if f := KnownDiffs[i].Op; f != nil && KnownDiffs[i].active(s) && f(o, k, l) {
 			return &KnownDiffs[i]
 		}
+		if f := KnownDiffs[i].OpOn; f != nil && KnownDiffs[i].active(s) && f(o, pre, k, l) {
+			return &KnownDiffs[i]
+		}
 	}
 	return nil
+}
+
+// taints records in t the paths o taints, by entry.
+func taints(t map[string]*Known, o Op, pre *unix.Stat_t, k, l Result, s skips) {
+	for i := range KnownDiffs {
+		if f := KnownDiffs[i].Taint; f != nil && KnownDiffs[i].active(s) {
+			for _, p := range f(o, pre, k, l) {
+				t[p] = &KnownDiffs[i]
+			}
+		}
+	}
+}
+
+// untainted drops the diffs that the entry tainting their path accepts.
+func untainted(diffs []TreeDiff, t map[string]*Known) []TreeDiff {
+	var out []TreeDiff
+	for _, d := range diffs {
+		if k := t[d.Path]; k != nil && k.Tainted(d) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// ancestors returns p and the directories above it ("" for the root).
+func ancestors(p string) []string {
+	out := []string{p}
+	for p != "" {
+		p = parentOf(p)
+		out = append(out, p)
+	}
+	return out
 }
 
 func filterTree(diffs []TreeDiff, s skips) []TreeDiff {

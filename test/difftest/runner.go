@@ -434,6 +434,7 @@ func (r *Run) Execute() (div *Divergence, err error) {
 		return mkDiv(-1, "walk ok", fmt.Sprint(herr, lerr), "walk", nil), nil
 	}
 	ids := newIdentity(startK)
+	tainted := map[string]*Known{}
 
 	n := r.N
 	if r.Ops != nil {
@@ -469,6 +470,7 @@ func (r *Run) Execute() (div *Divergence, err error) {
 			continue
 		}
 		same := ids.sameInode(p.K.Root, o)
+		pre := statNoFollow(p.K.Root, o.Path)
 		kr, kerr := p.apply(p.K, o)
 		if kerr != nil {
 			return nil, kerr
@@ -484,8 +486,9 @@ func (r *Run) Execute() (div *Divergence, err error) {
 		if r.Trace != nil {
 			r.Trace(i, o, kr, lr)
 		}
+		taints(tainted, o, pre, kr, lr, r.skips())
 		if kr != lr {
-			if kn := knownOp(o, kr, lr, r.skips()); kn != nil {
+			if kn := knownOp(o, pre, kr, lr, r.skips()); kn != nil {
 				if kn.Stop && (kr.Errno == 0) != (lr.Errno == 0) {
 					r.Stopped = kn.Name
 					return nil, nil
@@ -539,7 +542,7 @@ func (r *Run) Execute() (div *Divergence, err error) {
 		return nil, fmt.Errorf("layerfs upper: %w", err)
 	}
 	diffs = append(diffs, compareUpper(uk, ul)...)
-	diffs = filterTree(diffs, r.skips())
+	diffs = filterTree(untainted(diffs, tainted), r.skips())
 	if len(diffs) > 0 {
 		return mkDiv(-1, "", "", "final:"+diffs[0].Where, diffs), nil
 	}
