@@ -643,7 +643,11 @@ func TestHelpers(t *testing.T) {
 	}
 }
 
-var flagReplay = flag.String("replay", "", "file with a stack, a line \"ops:\" and ops, for TestReplay")
+var (
+	flagReplay      = flag.String("replay", "", "file with a stack, a line \"ops:\" and ops, for TestReplay")
+	flagReplayKeep  = flag.Bool("replaykeep", true, "TestReplay keeps the layers and upper dirs (false: to replay many times, with -test.count)")
+	flagReplayQuiet = flag.Bool("replayquiet", false, "TestReplay traces only the ops that differ")
+)
 
 // TestReplay runs one case from a file (the printed repro format: stack
 // lines, then "ops:", then op lines), traces every op on both sides and
@@ -670,10 +674,12 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Run{Dir: dir, Stack: stack, Ops: list, Keep: true, NoBugSkips: !*flagBugSkips, Trace: func(i int, o Op, k, l Result) {
+	r := &Run{Dir: dir, Stack: stack, Ops: list, Keep: *flagReplayKeep, NoBugSkips: !*flagBugSkips, Trace: func(i int, o Op, k, l Result) {
 		mark := "  "
 		if k != l {
 			mark = "!="
+		} else if *flagReplayQuiet {
+			return
 		}
 		t.Logf("%s %-50s kernel: %s; layerfs: %s", mark, o, k, l)
 	}}
@@ -681,7 +687,9 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("layers and upper dirs kept in %s (k/ kernel, l/ layerfs)", dir)
+	if *flagReplayKeep {
+		t.Logf("layers and upper dirs kept in %s (k/ kernel, l/ layerfs)", dir)
+	}
 	if d != nil {
 		t.Errorf("diverges:\n%s", d)
 	}

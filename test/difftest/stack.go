@@ -282,6 +282,9 @@ func (g *stackGen) genDir(dir string, depth int, merged bool) {
 			g.add(e)
 		case KWhiteout:
 			e.Form = []string{"chr", "wh"}[g.pick(2)]
+			if len(name)+len(".wh.") > 255 {
+				e.Form = "chr" // no room for the OCI form
+			}
 			g.add(e)
 		}
 	}
