@@ -110,6 +110,19 @@ var KnownDiffs = []Known{
 		},
 	},
 	{
+		Name: "BUG-readdir-d_ino",
+		Reason: `open bug (regression case link-into-upper-dir-d_ino): a name ` +
+			`linked into a pure-upper directory (one with no lower part) to a ` +
+			`copied-up file, fifo or symlink is listed with the upper inode as ` +
+			`d_ino once its node has been forgotten; stat gives the origin's. ` +
+			`Accepts layerfs's d_ino!=st_ino markers in a listing.`,
+		Op: func(o Op, k, l Result) bool {
+			strip := func(s string) string { return strings.ReplaceAll(s, ":d_ino!=st_ino", "") }
+			return o.Kind == "readdir" && k.Errno == l.Errno && strip(k.Out) == strip(l.Out) &&
+				strings.Count(l.Out, "d_ino!=st_ino") > strings.Count(k.Out, "d_ino!=st_ino")
+		},
+	},
+	{
 		Name: "BUG-acl-sgid",
 		Reason: `open bug (regression case acl-keeps-sgid): setting an access ACL ` +
 			`as the owner, outside the entry's group, keeps S_ISGID; the kernel ` +
@@ -249,11 +262,11 @@ var KnownDiffs = []Known{
 		Reason: `with index=on the kernel lists some entries of a directory with ` +
 			`d_ino != st_ino (seen for regular files after copy-ups and exchanges); ` +
 			`layerfs lists d_ino == st_ino, which is what readdir promises. The ` +
-			`marker is dropped on both sides for regular files; directories and ` +
-			`symlinks stay strictly checked.`,
+			`kernel's marker is dropped for regular files; layerfs's markers, ` +
+			`directories and symlinks stay strictly checked.`,
 		Op: func(o Op, k, l Result) bool {
 			return o.Kind == "readdir" && k.Errno == l.Errno &&
-				strings.ReplaceAll(k.Out, ":reg:d_ino!=st_ino", ":reg") == strings.ReplaceAll(l.Out, ":reg:d_ino!=st_ino", ":reg")
+				strings.ReplaceAll(k.Out, ":reg:d_ino!=st_ino", ":reg") == l.Out
 		},
 	},
 	{

@@ -501,6 +501,26 @@ link c c2
 getxattr c2
 `,
 	},
+	{
+		name:   "link-into-upper-dir-d_ino",
+		seed:   269,
+		open:   "BUG: names linked into a pure-upper dir (n4) to lower entries list d_ino = the upper inode once the nodes are forgotten (dropcaches); stat gives the origin's, as the kernel's d_ino does (found by the mount fuzzer: seed 269, 73 ops, under eviction by the other worker)",
+		unskip: "BUG-readdir-d_ino",
+		stack: `
+layers=2
+L2 fifo h mode=0644 uid=0 gid=1002
+L2 file f mode=0644 uid=0 gid=0 size=10 pat=1
+L2 symlink s target=x uid=0 gid=0
+`,
+		ops: `
+mkdir n4 mode=0755
+link h n4/e
+link f n4/f
+link s n4/s
+dropcaches .
+readdir n4
+`,
+	},
 }
 
 func TestRegressions(t *testing.T) {
