@@ -42,6 +42,11 @@ type Known struct {
 	// final comparison: side effects of a failed op, say.
 	Taint   func(o Op, pre *unix.Stat_t, k, l Result) []string
 	Tainted func(d TreeDiff) bool
+	// Norm takes this entry's difference out of the kernel's and
+	// layerfs's description of an entry (unchanged when it has none), so
+	// that differences of several open bugs in one entry are accepted
+	// together. where: "merged" (a merged tree entry) or an op's kind.
+	Norm func(where, k, l string) (string, string)
 	// Stop: when Op accepted a difference where one side succeeded and
 	// the other failed, the two states differ, so the sequence ends there
 	// without a final comparison.
@@ -63,14 +68,16 @@ var KnownDiffs = []Known{
 			`(setattr_should_drop_sgid) drops it. The FUSE module refreshes the ` +
 			`kill bits by the older rule (S_ISGID only with S_IXGRP) for a server ` +
 			`without handle_killpriv.`,
-		Op: func(o Op, k, l Result) bool {
-			if o.Kind == "tmpfile" { // written before its mode is read
-				return k.Errno == l.Errno && sgidWriteKept("reg "+k.Out, "reg "+l.Out)
+		Norm: func(where, k, l string) (string, string) {
+			regNoGx := func(typ string, gx bool) bool { return typ == "reg" && !gx }
+			switch where {
+			case "tmpfile": // written before its mode is read
+				k, l = normSgid("reg "+k, "reg "+l, regNoGx)
+				return strings.TrimPrefix(k, "reg "), strings.TrimPrefix(l, "reg ")
+			case "merged", "stat":
+				return normSgid(k, l, regNoGx)
 			}
-			return o.Kind == "stat" && k.Errno == 0 && l.Errno == 0 && sgidWriteKept(k.Out, l.Out)
-		},
-		Tree: func(d TreeDiff) bool {
-			return d.Where == "merged" && sgidWriteKept(d.Kernel, d.Layerfs)
+			return k, l
 		},
 	},
 	{
@@ -102,11 +109,11 @@ var KnownDiffs = []Known{
 			`(the upper filesystem's killpriv); kernel overlay saves the xattr ` +
 			`and sets it again after the data copy. Accepts a ` +
 			`security.capability the kernel has and layerfs lost.`,
-		Op: func(o Op, k, l Result) bool {
-			return o.Kind == "getxattr" && k.Errno == 0 && l.Errno == 0 && capsLost(k.Out, l.Out)
-		},
-		Tree: func(d TreeDiff) bool {
-			return d.Where == "merged" && capsLost(d.Kernel, d.Layerfs)
+		Norm: func(where, k, l string) (string, string) {
+			if where == "merged" || where == "getxattr" {
+				return normCaps(k, l)
+			}
+			return k, l
 		},
 	},
 	{
@@ -131,11 +138,11 @@ var KnownDiffs = []Known{
 			`FUSE_SETXATTR_ACL_KILL_SGID, which needs FUSE_SETXATTR_EXT; layerfs ` +
 			`sets the ACL as root, so the upper filesystem keeps the bit. ` +
 			`Accepts a S_ISGID kept on a directory or group-executable file.`,
-		Op: func(o Op, k, l Result) bool {
-			return o.Kind == "stat" && k.Errno == 0 && l.Errno == 0 && sgidACLKept(k.Out, l.Out)
-		},
-		Tree: func(d TreeDiff) bool {
-			return d.Where == "merged" && sgidACLKept(d.Kernel, d.Layerfs)
+		Norm: func(where, k, l string) (string, string) {
+			if where == "merged" || where == "stat" {
+				return normSgid(k, l, func(typ string, gx bool) bool { return typ == "dir" || typ == "reg" && gx })
+			}
+			return k, l
 		},
 	},
 	{
@@ -283,64 +290,70 @@ var KnownDiffs = []Known{
 	},
 }
 
-// sgidKept reports whether two descriptions of an entry ("reg 0644 ...",
-// as stat ops and tree diffs give them) differ only in a S_ISGID bit that
-// layerfs kept and the kernel dropped; it returns the entry's type and
-// whether its group may execute.
-func sgidKept(k, l string) (typ string, gx, ok bool) {
+// normSgid takes out of two descriptions of an entry (type, mode, the
+// rest: "reg 0644 uid=..." as stat ops and merged trees give them) a
+// S_ISGID bit that layerfs kept and the kernel dropped, on the entries
+// accept takes by type and group execute permission.
+func normSgid(k, l string, accept func(typ string, gx bool) bool) (string, string) {
 	kf, lf := strings.Fields(k), strings.Fields(l)
-	if len(kf) < 2 || len(kf) != len(lf) || kf[0] != lf[0] {
-		return "", false, false
+	if len(kf) < 2 || len(lf) < 2 || kf[0] != lf[0] {
+		return k, l
 	}
 	km, err1 := strconv.ParseUint(kf[1], 8, 32)
 	lm, err2 := strconv.ParseUint(lf[1], 8, 32)
-	if err1 != nil || err2 != nil || lm != km|0o2000 || km&0o2000 != 0 {
-		return "", false, false
+	if err1 != nil || err2 != nil || lm != km|0o2000 || km&0o2000 != 0 || !accept(kf[0], km&0o010 != 0) {
+		return k, l
 	}
-	return kf[0], km&0o010 != 0, strings.Join(kf[2:], " ") == strings.Join(lf[2:], " ")
+	lf[1] = kf[1]
+	return strings.Join(kf, " "), strings.Join(lf, " ")
 }
 
-// sgidWriteKept: the difference BUG-sgid-nonmember-write accepts.
-func sgidWriteKept(k, l string) bool {
-	typ, gx, ok := sgidKept(k, l)
-	return ok && typ == "reg" && !gx
-}
-
-// sgidACLKept: the difference BUG-acl-sgid accepts (where the other does
-// not, so that each regression case shows its own).
-func sgidACLKept(k, l string) bool {
-	typ, gx, ok := sgidKept(k, l)
-	return ok && (typ == "dir" || typ == "reg" && gx)
-}
-
-// capsLost reports whether two descriptions (tree or getxattr) differ only
-// in a security.capability xattr that layerfs lacks.
-func capsLost(k, l string) bool {
+// normCaps takes out of two descriptions (merged tree, getxattr) a
+// security.capability xattr that the kernel has and layerfs lacks.
+func normCaps(k, l string) (string, string) {
 	if !strings.Contains(k, "security.capability=") || strings.Contains(l, "security.capability=") {
-		return false
+		return k, l
 	}
-	drop := func(s string) string {
-		var out []string
-		for _, f := range strings.Fields(s) {
-			if v, ok := strings.CutPrefix(f, "xattrs="); ok {
-				var xs []string
-				for _, x := range strings.Split(v, ",") {
-					if !strings.HasPrefix(x, "security.capability=") {
-						xs = append(xs, x)
-					}
+	var out []string
+	for _, f := range strings.Fields(k) {
+		if v, ok := strings.CutPrefix(f, "xattrs="); ok {
+			var xs []string
+			for _, x := range strings.Split(v, ",") {
+				if !strings.HasPrefix(x, "security.capability=") {
+					xs = append(xs, x)
 				}
-				if len(xs) == 0 {
-					continue
-				}
-				f = "xattrs=" + strings.Join(xs, ",")
 			}
-			if !strings.HasPrefix(f, "security.capability=") {
-				out = append(out, f)
+			if len(xs) == 0 {
+				continue
 			}
+			f = "xattrs=" + strings.Join(xs, ",")
 		}
-		return strings.Join(out, " ")
+		if !strings.HasPrefix(f, "security.capability=") {
+			out = append(out, f)
+		}
 	}
-	return drop(k) == l
+	return strings.Join(out, " "), l
+}
+
+// normed applies the Norm of every active entry to k and l in turn and
+// returns the first entry that changed them, when they then agree.
+func normed(where, k, l string, s skips) *Known {
+	var first *Known
+	for i := range KnownDiffs {
+		kn := &KnownDiffs[i]
+		if kn.Norm == nil || !kn.active(s) {
+			continue
+		}
+		nk, nl := kn.Norm(where, k, l)
+		if (nk != k || nl != l) && first == nil {
+			first = kn
+		}
+		k, l = nk, nl
+	}
+	if first != nil && k == l {
+		return first
+	}
+	return nil
 }
 
 // skips says which entries of KnownDiffs apply to a run.
@@ -389,6 +402,9 @@ func knownOp(o Op, pre *unix.Stat_t, k, l Result, s skips) *Known {
 			return &KnownDiffs[i]
 		}
 	}
+	if k.Errno == l.Errno {
+		return normed(o.Kind, k.Out, l.Out, s)
+	}
 	return nil
 }
 
@@ -436,6 +452,9 @@ next:
 			if k.TreeIn != nil && k.active(s) && k.TreeIn(d, diffs) {
 				continue next
 			}
+		}
+		if d.Where == "merged" && normed(d.Where, d.Kernel, d.Layerfs, s) != nil {
+			continue
 		}
 		out = append(out, d)
 	}
