@@ -140,13 +140,12 @@ var KnownDiffs = []Known{
 			`drops it (posix_acl_update_mode; overlay's ovl_set_acl does it by ` +
 			`hand). The FUSE module asks the server to with ` +
 			`FUSE_SETXATTR_ACL_KILL_SGID, which needs FUSE_SETXATTR_EXT; layerfs ` +
-			`sets the ACL as root, so the upper filesystem keeps the bit. ` +
-			`Accepts a S_ISGID kept on a directory or group-executable file.`,
-		Norm: func(where, k, l string) (string, string) {
-			if where == "merged" || where == "stat" {
-				return normSgid(k, l, func(typ string, gx bool) bool { return typ == "dir" || typ == "reg" && gx })
-			}
-			return k, l
+			`sets the ACL as root, so the upper filesystem keeps the bit. What ` +
+			`follows differs too (a file made in such a directory takes its ` +
+			`group), so such ops are run on neither side.`,
+		SkipOn: func(o Op, st *unix.Stat_t) bool {
+			return o.Kind == "setacl" && o.Flags != "default" && o.As != nil && o.As.Uid != 0 && st != nil &&
+				st.Mode&unix.S_ISGID != 0 && !o.As.inGroup(int(st.Gid))
 		},
 	},
 	{
