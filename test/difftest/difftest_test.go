@@ -346,7 +346,9 @@ func FuzzDifferential(f *testing.F) {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 		if div != nil {
-			t.Fatalf("seed %d, %d ops: divergence %+v", seed, r.N, div)
+			t.Fatalf("seed %d, %d ops: divergence\n%s\nshrink it with: go test ./test/difftest -run 'TestDifferential$' -args -seed=%d -n=1 -ops=%d\n"+
+				"(add -evict=2ms where it does not diverge again: the fuzzer's workers drop each other's caches)",
+				seed, r.N, div.Report(), seed, r.N)
 		}
 	})
 }
