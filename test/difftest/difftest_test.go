@@ -31,13 +31,22 @@ var (
 	flagBugSkips  = flag.Bool("bugskips", true, "apply the temporary BUG- entries of KnownDiffs")
 	flagFdLeaks   = flag.Bool("fdleaks", true, "fail when layerfs leaves descriptors open after unmount")
 	flagSelfCheck = flag.Bool("selfcheck", false, "mount kernel overlay on both sides: checks the tester itself (must find nothing)")
+	flagCreds     = flag.Bool("creds", true, "run ops as several users (helper processes), with ACLs in the layers; false: every op as root")
+	flagStats     = flag.Bool("stats", false, "log how often each op kind succeeded or failed on the kernel, as root and as other users")
+	flagEvict     = flag.Duration("evict", 0, "drop the dentry and inode caches this often while tests run (FUSE FORGETs at random points, as a busy machine gives them); 0: never")
 )
 
 // TestMain runs the tests in a private mount namespace of their own (as
 // root): the mounts they make are invisible to other processes, so that a
 // mount namespace made meanwhile by someone else cannot copy and pin them,
 // and they all vanish with the process, even when it is killed.
+//
+// Re-executed with DIFFTEST_HELPER set, the binary is a helper process
+// running ops as one credential (cred.go) instead of the tests.
 func TestMain(m *testing.M) {
+	if os.Getenv("DIFFTEST_HELPER") != "" {
+		os.Exit(helperMain())
+	}
 	if os.Getenv("DIFFTEST_NS") == "" && os.Geteuid() == 0 {
 		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -57,7 +66,38 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Fprintf(os.Stderr, "difftest: no private mount namespace (%v); running in this one\n", err)
 	}
-	os.Exit(m.Run())
+	stop := evictor()
+	code := m.Run()
+	stop()
+	helpers.closeAll()
+	os.Exit(code)
+}
+
+// evictor drops the dentry and inode caches every -evict until stopped.
+func evictor() (stop func()) {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if *flagEvict <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(*flagEvict)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // requireEnv fails in CI and skips elsewhere when the machine cannot run
@@ -102,8 +142,8 @@ func seqRng(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6c6179
 
 func TestDifferential(t *testing.T) {
 	requireEnv(t)
-	Hardlinks, SelfCheck = *flagLinks, *flagSelfCheck
-	defer func() { Hardlinks, SelfCheck = true, false }()
+	Hardlinks, SelfCheck, Credentials = *flagLinks, *flagSelfCheck, *flagCreds
+	defer func() { Hardlinks, SelfCheck, Credentials = true, false, true }()
 	seed := *flagSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano() % 1e9)
@@ -121,6 +161,7 @@ func TestDifferential(t *testing.T) {
 		div     *Divergence
 		err     error
 	}
+	st := newOpStats()
 	seeds := make(chan uint64)
 	results := make(chan outcome)
 	var wg sync.WaitGroup
@@ -130,7 +171,7 @@ func TestDifferential(t *testing.T) {
 			defer wg.Done()
 			for s := range seeds {
 				rng := seqRng(s)
-				r := &Run{Dir: filepath.Join(scratch, fmt.Sprint(s)), Seed: s, Stack: GenStack(rng), N: *flagOps, Rng: rng, NoBugSkips: !*flagBugSkips}
+				r := &Run{Dir: filepath.Join(scratch, fmt.Sprint(s)), Seed: s, Stack: GenStack(rng), N: *flagOps, Rng: rng, NoBugSkips: !*flagBugSkips, Trace: st.add}
 				div, err := r.Execute()
 				results <- outcome{s, len(r.Applied), r.Stopped, r.LeakedFds, div, err}
 			}
@@ -179,8 +220,11 @@ func TestDifferential(t *testing.T) {
 	for _, ds := range bySig {
 		nDiv += len(ds)
 	}
-	t.Logf("%d sequences, %d ops in %v; %d diverged (%d kinds); ended early by known differences: %v",
-		nSeq, nOps, elapsed.Round(time.Millisecond), nDiv, len(bySig), stopped)
+	t.Logf("%d sequences, %d ops in %v; %d diverged (%d kinds); ended early by known differences: %v; %d helper processes started",
+		nSeq, nOps, elapsed.Round(time.Millisecond), nDiv, len(bySig), stopped, helpers.started())
+	if *flagStats {
+		t.Logf("kernel results by op kind (ok or errno: count), as root | as users:\n%s", st)
+	}
 	for _, e := range errs {
 		t.Errorf("tester error: %s", e)
 	}
@@ -215,6 +259,62 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
+// opStats counts the kernel's results by op kind, for ops run as root
+// (in the tester or a helper) and as other users.
+type opStats struct {
+	mu sync.Mutex
+	n  map[string]map[string]int // kind -> "root ok", "user EACCES", ...
+}
+
+func newOpStats() *opStats { return &opStats{n: map[string]map[string]int{}} }
+
+func (s *opStats) add(_ int, o Op, k, _ Result) {
+	who := "root"
+	if o.As != nil && o.As.Uid != 0 {
+		who = "user"
+	}
+	res := "ok"
+	if k.Errno != 0 {
+		res = errnoName(k.Errno)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[o.Kind] == nil {
+		s.n[o.Kind] = map[string]int{}
+	}
+	s.n[o.Kind][who+" "+res]++
+}
+
+func (s *opStats) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var kinds []string
+	for k := range s.n {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var b strings.Builder
+	for _, k := range kinds {
+		var root, user []string
+		var keys []string
+		for r := range s.n[k] {
+			keys = append(keys, r)
+		}
+		sort.Slice(keys, func(i, j int) bool { return s.n[k][keys[i]] > s.n[k][keys[j]] })
+		for _, r := range keys {
+			who, res, _ := strings.Cut(r, " ")
+			e := fmt.Sprintf("%s:%d", res, s.n[k][r])
+			if who == "root" {
+				root = append(root, e)
+			} else {
+				user = append(user, e)
+			}
+		}
+		fmt.Fprintf(&b, "  %-12s %s | %s\n", k, strings.Join(root, " "), strings.Join(user, " "))
+	}
+	return b.String()
+}
+
 // regressCase formats d as an entry of the regressions table.
 func regressCase(d *Divergence) string {
 	return fmt.Sprintf("\t{\n\t\tname: %q,\n\t\tseed: %d,\n\t\topen: \"BUG: ...\",\n\t\tstack: `\n%s`,\n\t\tops: `\n%s`,\n\t},\n",
@@ -238,7 +338,7 @@ func FuzzDifferential(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, seed uint64, n uint8) {
 		requireEnv(t)
-		Hardlinks = true
+		Hardlinks, Credentials = true, *flagCreds
 		rng := seqRng(seed)
 		r := &Run{Dir: t.TempDir(), Seed: seed, Stack: GenStack(rng), N: int(n)%80 + 1, Rng: rng}
 		div, err := r.Execute()
@@ -246,7 +346,9 @@ func FuzzDifferential(f *testing.F) {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 		if div != nil {
-			t.Fatalf("seed %d, %d ops: divergence %+v", seed, r.N, div)
+			t.Fatalf("seed %d, %d ops: divergence\n%s\nshrink it with: go test ./test/difftest -run 'TestDifferential$' -args -seed=%d -n=1 -ops=%d\n"+
+				"(add -evict=2ms where it does not diverge again: the fuzzer's workers drop each other's caches)",
+				seed, r.N, div.Report(), seed, r.N)
 		}
 	})
 }

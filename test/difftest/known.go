@@ -2,7 +2,10 @@ package difftest
 
 import (
 	"path"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // KernelOptions are the kernel overlay features the oracle is mounted
@@ -24,9 +27,26 @@ type Known struct {
 	LayerfsOnly func(o Op) bool
 	// Skip selects ops that are run on neither side.
 	Skip func(o Op) bool
+	// SkipOn selects ops that are run on neither side by what their
+	// target (o.Path) is on the kernel's side before the op (nil: it
+	// does not exist).
+	SkipOn func(o Op, st *unix.Stat_t) bool
 	// Op accepts a difference between the kernel's and layerfs's result
 	// of o.
 	Op func(o Op, k, l Result) bool
+	// OpOn is Op knowing o's target (o.Path) as it was on the kernel's
+	// side before the op (nil: it did not exist).
+	OpOn func(o Op, pre *unix.Stat_t, k, l Result) bool
+	// Taint names paths where o (with those results on both sides) may
+	// have left differences in the upper dirs that Tainted accepts at the
+	// final comparison: side effects of a failed op, say.
+	Taint   func(o Op, pre *unix.Stat_t, k, l Result) []string
+	Tainted func(d TreeDiff) bool
+	// Norm takes this entry's difference out of the kernel's and
+	// layerfs's description of an entry (unchanged when it has none), so
+	// that differences of several open bugs in one entry are accepted
+	// together. where: "merged" (a merged tree entry) or an op's kind.
+	Norm func(where, k, l string) (string, string)
 	// Stop: when Op accepted a difference where one side succeeded and
 	// the other failed, the two states differ, so the sequence ends there
 	// without a final comparison.
@@ -41,18 +61,144 @@ type Known struct {
 // KnownDiffs is the list of intended differences.
 var KnownDiffs = []Known{
 	{
+		Name: "BUG-sgid-nonmember-write",
+		Reason: `open bug (regression case sgid-kept-on-nonmember-write): a write, ` +
+			`truncate or chown by a user outside the file's group keeps the ` +
+			`S_ISGID of a file without group execute permission; the kernel ` +
+			`(setattr_should_drop_sgid) drops it. The FUSE module refreshes the ` +
+			`kill bits by the older rule (S_ISGID only with S_IXGRP) for a server ` +
+			`without handle_killpriv.`,
+		Norm: func(where, k, l string) (string, string) {
+			regNoGx := func(typ string, gx bool) bool { return typ == "reg" && !gx }
+			switch where {
+			case "tmpfile": // written before its mode is read
+				k, l = normSgid("reg "+k, "reg "+l, regNoGx)
+				return strings.TrimPrefix(k, "reg "), strings.TrimPrefix(l, "reg ")
+			case "merged", "stat":
+				return normSgid(k, l, regNoGx)
+			}
+			return k, l
+		},
+	},
+	{
+		Name: "BUG-trusted-listed",
+		Reason: `open bug (regression case trusted-xattr-names-listed): listxattr ` +
+			`by a user without CAP_SYS_ADMIN lists trusted.* names through ` +
+			`layerfs (getxattr then says ENODATA); filesystems hide them from ` +
+			`such callers (ext4's trusted handler lists only for capable ` +
+			`callers), and the kernel's FUSE module passes the server's list on ` +
+			`as it is. Accepts the extra names in a getxattr op's listing.`,
+		Op: func(o Op, k, l Result) bool {
+			if o.Kind != "getxattr" || k.Errno != 0 || l.Errno != 0 {
+				return false
+			}
+			var kept []string
+			for _, x := range strings.Fields(l.Out) {
+				if !(strings.HasPrefix(x, "trusted.") && strings.HasSuffix(x, "=<ENODATA>")) {
+					kept = append(kept, x)
+				}
+			}
+			return strings.Join(kept, " ") == k.Out
+		},
+	},
+	{
+		Name: "BUG-metacopy-caps",
+		Reason: `open bug (regression case metacopy-data-drops-caps): when ` +
+			`layerfs copies the data of a metadata-only file up (before a rename ` +
+			`or link), its write into the upper file drops security.capability ` +
+			`(the upper filesystem's killpriv); kernel overlay saves the xattr ` +
+			`and sets it again after the data copy. Accepts a ` +
+			`security.capability the kernel has and layerfs lost.`,
+		Norm: func(where, k, l string) (string, string) {
+			if where == "merged" || where == "getxattr" {
+				return normCaps(k, l)
+			}
+			return k, l
+		},
+		// Removing the lost xattr.
+		Op: func(o Op, k, l Result) bool {
+			return o.Kind == "removexattr" && o.Name == "security.capability" && k.Errno == 0 && l.Errno == unix.ENODATA
+		},
+	},
+	{
+		Name: "BUG-readdir-d_ino",
+		Reason: `open bug (regression case link-into-upper-dir-d_ino): a name ` +
+			`linked into a pure-upper directory (one with no lower part) to a ` +
+			`copied-up file, fifo or symlink is listed with the upper inode as ` +
+			`d_ino once its node has been forgotten; stat gives the origin's. ` +
+			`Accepts layerfs's d_ino!=st_ino markers in a listing.`,
+		Op: func(o Op, k, l Result) bool {
+			strip := func(s string) string { return strings.ReplaceAll(s, ":d_ino!=st_ino", "") }
+			return o.Kind == "readdir" && k.Errno == l.Errno && strip(k.Out) == strip(l.Out) &&
+				strings.Count(l.Out, "d_ino!=st_ino") > strings.Count(k.Out, "d_ino!=st_ino")
+		},
+	},
+	{
+		Name: "BUG-acl-sgid",
+		Reason: `open bug (regression case acl-keeps-sgid): setting an access ACL ` +
+			`as the owner, outside the entry's group, keeps S_ISGID; the kernel ` +
+			`drops it (posix_acl_update_mode; overlay's ovl_set_acl does it by ` +
+			`hand). The FUSE module asks the server to with ` +
+			`FUSE_SETXATTR_ACL_KILL_SGID, which needs FUSE_SETXATTR_EXT; layerfs ` +
+			`sets the ACL as root, so the upper filesystem keeps the bit. What ` +
+			`follows differs too (a file made in such a directory takes its ` +
+			`group), so such ops are run on neither side.`,
+		SkipOn: func(o Op, st *unix.Stat_t) bool {
+			return o.Kind == "setacl" && o.Flags != "default" && o.As != nil && o.As.Uid != 0 && st != nil &&
+				st.Mode&unix.S_ISGID != 0 && !o.As.inGroup(int(st.Gid))
+		},
+	},
+	{
 		Name: "wh-names",
 		Reason: `layerfs refuses to create a name starting with ".wh." (EINVAL): ` +
 			`it would read back as an OCI whiteout or opaque marker, since layerfs ` +
 			`reads that form in every layer. The kernel, which only knows char 0/0 ` +
 			`whiteouts, allows such names.`,
 		LayerfsOnly: func(o Op) bool {
+			if o.Kind == "tmpfile" {
+				return false // the unnamed file is made on both sides (below)
+			}
 			for _, p := range o.newNames() {
 				if strings.HasPrefix(path.Base(p), ".wh.") {
 					return true
 				}
 			}
 			return false
+		},
+		// A tmpfile is made (its directory copied up) before its name
+		// is refused; the run stops there.
+		Op: func(o Op, k, l Result) bool {
+			return o.Kind == "tmpfile" && strings.HasPrefix(path.Base(o.Path), ".wh.") &&
+				k.Errno == 0 && l.Errno == unix.EINVAL && strings.HasSuffix(l.Out, " link")
+		},
+		Stop: true,
+	},
+	{
+		Name: "kernel-acl-removal-drops-sgid",
+		Reason: `kernel overlay drops S_ISGID when a user outside the entry's ` +
+			`group removes its access ACL (ovl_set_or_remove_acl applies ` +
+			`posix_acl_update_mode's rule to removal too), copying the entry up ` +
+			`to do so, after which removing an ACL that is not there succeeds ` +
+			`(the upper filesystem's answer) instead of ENODATA. Removing an ACL ` +
+			`changes no mode on any other filesystem (ext4, tmpfs and xfs keep ` +
+			`S_ISGID) nor on layerfs. Such ops are run on neither side.`,
+		SkipOn: func(o Op, st *unix.Stat_t) bool {
+			return o.Kind == "delacl" && o.Flags != "default" && o.As != nil && st != nil &&
+				st.Mode&unix.S_ISGID != 0 && !o.As.inGroup(int(st.Gid)) && o.As.Uid != 0
+		},
+	},
+	{
+		Name: "kernel-acl-removal-upper",
+		Reason: `removing an ACL that is not there: kernel overlay answers ENODATA ` +
+			`for an entry still in a lower layer (it looks before it copies up) ` +
+			`and the upper filesystem's answer for one in the upper dir (ext4 ` +
+			`and tmpfs say 0). layerfs answers the same way, but which entries ` +
+			`are in its upper dir may differ (index-names, metacopy-moved), so ` +
+			`0 and ENODATA are accepted for each other when there was no ACL ` +
+			`on either side; nothing changes either way.`,
+		Op: func(o Op, k, l Result) bool {
+			return o.Kind == "delacl" && k.Out == "none" && l.Out == "none" &&
+				(k.Errno == 0 || k.Errno == unix.ENODATA) && (l.Errno == 0 || l.Errno == unix.ENODATA)
 		},
 	},
 	{
@@ -96,15 +242,51 @@ var KnownDiffs = []Known{
 		},
 	},
 	{
+		Name: "metacopy-redirect-too-long",
+		Reason: `a consequence of metacopy-moved: the kernel renames or links a ` +
+			`lower file metadata-only and names its data with an absolute ` +
+			`redirect, which may be at most 256 bytes (redirect_max), so a file ` +
+			`whose path is longer answers EXDEV; layerfs copies the data and ` +
+			`needs no redirect. (Directories have the same limit on both sides.) ` +
+			`The run stops there, as the two sides now differ.`,
+		OpOn: func(o Op, pre *unix.Stat_t, k, l Result) bool {
+			// The path a file had in its lower layer is not known here;
+			// a non-directory gets EXDEV from nothing else.
+			file := pre != nil && pre.Mode&unix.S_IFMT != unix.S_IFDIR
+			return (o.Kind == "link" || o.Kind == "rename") && file && k.Errno == unix.EXDEV && l.Errno == 0
+		},
+		Stop: true,
+	},
+	{
+		Name: "failed-rename-copies-up",
+		Reason: `a rename of a lower directory that fails (ENOTEMPTY, EXDEV ` +
+			`and the like, on both sides) leaves the kernel's source copied up ` +
+			`with its parents, an impure mark and a redirect, and its parent's ` +
+			`mtime changed: the kernel copies up and prepares before it finds ` +
+			`the target unfit. layerfs checks first and changes nothing (as in ` +
+			`failed-rename-opaque). Accepts, at the source and the directories ` +
+			`above it, upper dirs only the kernel has and the parents' times.`,
+		Taint: func(o Op, pre *unix.Stat_t, k, l Result) []string {
+			if o.Kind == "rename" && k.Errno != 0 && k.Errno == l.Errno && pre != nil && pre.Mode&unix.S_IFMT == unix.S_IFDIR {
+				return ancestors(o.Path)
+			}
+			return nil
+		},
+		Tainted: func(d TreeDiff) bool {
+			return d.Where == "upper" && strings.HasPrefix(d.Kernel, "dir") && d.Layerfs == "<absent>" ||
+				d.Where == "dir-mtime"
+		},
+	},
+	{
 		Name: "kernel-readdir-ino-quirk",
 		Reason: `with index=on the kernel lists some entries of a directory with ` +
 			`d_ino != st_ino (seen for regular files after copy-ups and exchanges); ` +
 			`layerfs lists d_ino == st_ino, which is what readdir promises. The ` +
-			`marker is dropped on both sides for regular files; directories and ` +
-			`symlinks stay strictly checked.`,
+			`kernel's marker is dropped for regular files; layerfs's markers, ` +
+			`directories and symlinks stay strictly checked.`,
 		Op: func(o Op, k, l Result) bool {
 			return o.Kind == "readdir" && k.Errno == l.Errno &&
-				strings.ReplaceAll(k.Out, ":reg:d_ino!=st_ino", ":reg") == strings.ReplaceAll(l.Out, ":reg:d_ino!=st_ino", ":reg")
+				strings.ReplaceAll(k.Out, ":reg:d_ino!=st_ino", ":reg") == l.Out
 		},
 	},
 	{
@@ -119,6 +301,72 @@ var KnownDiffs = []Known{
 			return d.Where == "upper" && d.Kernel == "dir opaque" && d.Layerfs == "dir"
 		},
 	},
+}
+
+// normSgid takes out of two descriptions of an entry (type, mode, the
+// rest: "reg 0644 uid=..." as stat ops and merged trees give them) a
+// S_ISGID bit that layerfs kept and the kernel dropped, on the entries
+// accept takes by type and group execute permission.
+func normSgid(k, l string, accept func(typ string, gx bool) bool) (string, string) {
+	kf, lf := strings.Fields(k), strings.Fields(l)
+	if len(kf) < 2 || len(lf) < 2 || kf[0] != lf[0] {
+		return k, l
+	}
+	km, err1 := strconv.ParseUint(kf[1], 8, 32)
+	lm, err2 := strconv.ParseUint(lf[1], 8, 32)
+	if err1 != nil || err2 != nil || lm != km|0o2000 || km&0o2000 != 0 || !accept(kf[0], km&0o010 != 0) {
+		return k, l
+	}
+	lf[1] = kf[1]
+	return strings.Join(kf, " "), strings.Join(lf, " ")
+}
+
+// normCaps takes out of two descriptions (merged tree, getxattr) a
+// security.capability xattr that the kernel has and layerfs lacks.
+func normCaps(k, l string) (string, string) {
+	if !strings.Contains(k, "security.capability=") || strings.Contains(l, "security.capability=") {
+		return k, l
+	}
+	var out []string
+	for _, f := range strings.Fields(k) {
+		if v, ok := strings.CutPrefix(f, "xattrs="); ok {
+			var xs []string
+			for _, x := range strings.Split(v, ",") {
+				if !strings.HasPrefix(x, "security.capability=") {
+					xs = append(xs, x)
+				}
+			}
+			if len(xs) == 0 {
+				continue
+			}
+			f = "xattrs=" + strings.Join(xs, ",")
+		}
+		if !strings.HasPrefix(f, "security.capability=") {
+			out = append(out, f)
+		}
+	}
+	return strings.Join(out, " "), l
+}
+
+// normed applies the Norm of every active entry to k and l in turn and
+// returns the first entry that changed them, when they then agree.
+func normed(where, k, l string, s skips) *Known {
+	var first *Known
+	for i := range KnownDiffs {
+		kn := &KnownDiffs[i]
+		if kn.Norm == nil || !kn.active(s) {
+			continue
+		}
+		nk, nl := kn.Norm(where, k, l)
+		if (nk != k || nl != l) && first == nil {
+			first = kn
+		}
+		k, l = nk, nl
+	}
+	if first != nil && k == l {
+		return first
+	}
+	return nil
 }
 
 // skips says which entries of KnownDiffs apply to a run.
@@ -144,22 +392,66 @@ func layerfsOnly(o Op, s skips) *Known {
 	return nil
 }
 
-func skipped(o Op, s skips) *Known {
+// skipped returns the entry that leaves o out; stat gives o's target on
+// the kernel's side, for SkipOn.
+func skipped(o Op, stat func() *unix.Stat_t, s skips) *Known {
 	for i := range KnownDiffs {
 		if f := KnownDiffs[i].Skip; f != nil && KnownDiffs[i].active(s) && f(o) {
+			return &KnownDiffs[i]
+		}
+		if f := KnownDiffs[i].SkipOn; f != nil && KnownDiffs[i].active(s) && f(o, stat()) {
 			return &KnownDiffs[i]
 		}
 	}
 	return nil
 }
 
-func knownOp(o Op, k, l Result, s skips) *Known {
+func knownOp(o Op, pre *unix.Stat_t, k, l Result, s skips) *Known {
 	for i := range KnownDiffs {
 		if f := KnownDiffs[i].Op; f != nil && KnownDiffs[i].active(s) && f(o, k, l) {
 			return &KnownDiffs[i]
 		}
+		if f := KnownDiffs[i].OpOn; f != nil && KnownDiffs[i].active(s) && f(o, pre, k, l) {
+			return &KnownDiffs[i]
+		}
+	}
+	if k.Errno == l.Errno {
+		return normed(o.Kind, k.Out, l.Out, s)
 	}
 	return nil
+}
+
+// taints records in t the paths o taints, by entry.
+func taints(t map[string]*Known, o Op, pre *unix.Stat_t, k, l Result, s skips) {
+	for i := range KnownDiffs {
+		if f := KnownDiffs[i].Taint; f != nil && KnownDiffs[i].active(s) {
+			for _, p := range f(o, pre, k, l) {
+				t[p] = &KnownDiffs[i]
+			}
+		}
+	}
+}
+
+// untainted drops the diffs that the entry tainting their path accepts.
+func untainted(diffs []TreeDiff, t map[string]*Known) []TreeDiff {
+	var out []TreeDiff
+	for _, d := range diffs {
+		if k := t[d.Path]; k != nil && k.Tainted(d) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// ancestors returns p and the directories above it ("" for the root).
+func ancestors(p string) []string {
+	out := []string{p}
+	for p != "" {
+		p = parentOf(p)
+		out = append(out, p)
+	}
+	return out
 }
 
 func filterTree(diffs []TreeDiff, s skips) []TreeDiff {
@@ -173,6 +465,9 @@ next:
 			if k.TreeIn != nil && k.active(s) && k.TreeIn(d, diffs) {
 				continue next
 			}
+		}
+		if d.Where == "merged" && normed(d.Where, d.Kernel, d.Layerfs, s) != nil {
+			continue
 		}
 		out = append(out, d)
 	}

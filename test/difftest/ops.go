@@ -31,10 +31,15 @@ type Op struct {
 	Len    int64
 	Pat    int
 	Size   int64
-	Flags  string // rename: plain|noreplace|exchange; truncate: path|fd|otrunc; write: wronly|rdwr
+	Flags  string // rename: plain|noreplace|exchange; truncate: path|fd|otrunc; write: wronly|rdwr; setacl, delacl: access|default; access: r, w, x, f or a mix
 	Name   string // xattr name
-	Value  string // xattr value
+	Value  string // xattr value; setacl: the ACL in text form
 	Time   int64
+	// As is the credential the op runs as; nil: the tester's own (root).
+	As *Cred
+	// Umask is the umask the op runs with (in a helper: with As, or as
+	// root when As is nil); the tester's own is 0.
+	Umask int
 }
 
 // opKinds, with how often the generator picks each.
@@ -48,6 +53,8 @@ var opKinds = []struct {
 	{"rename", 12}, {"link", 4}, {"symlink", 3}, {"mkfifo", 2},
 	{"rocopyup", 4}, {"stat", 3}, {"readdir", 3}, {"read", 3},
 	{"getxattr", 2}, {"dropcaches", 1},
+	{"setacl", 5}, {"delacl", 1}, {"getacl", 2}, {"access", 3},
+	{"statfs", 1}, {"setcap", 1}, {"tmpfile", 3},
 }
 
 // String is the readable, parseable form of an op.
@@ -58,7 +65,7 @@ func (o Op) String() string {
 	}
 	add := func(format string, args ...any) { f = append(f, fmt.Sprintf(format, args...)) }
 	switch o.Kind {
-	case "create":
+	case "create", "tmpfile":
 		add("mode=%04o len=%d pat=%d", o.Mode, o.Len, o.Pat)
 	case "write":
 		add("off=%d len=%d pat=%d flags=%s", o.Off, o.Len, o.Pat, o.Flags)
@@ -82,6 +89,16 @@ func (o Op) String() string {
 		add("target=%s", o.Target)
 	case "rocopyup":
 		add("off=%d len=%d pat=%d", o.Off, o.Len, o.Pat)
+	case "setacl":
+		add("flags=%s acl=%s", o.Flags, o.Value)
+	case "delacl", "access":
+		add("flags=%s", o.Flags)
+	}
+	if o.Umask != 0 {
+		add("umask=%04o", o.Umask)
+	}
+	if o.As != nil {
+		add("as=%s", o.As)
 	}
 	return strings.Join(f, " ")
 }
@@ -129,6 +146,13 @@ func ParseOp(line string) (Op, error) {
 			o.Time, err = strconv.ParseInt(v, 10, 64)
 		case "target":
 			o.Target = v
+		case "acl":
+			o.Value = v
+		case "umask":
+			n, err = strconv.ParseInt(v, 8, 32)
+			o.Umask = int(n)
+		case "as":
+			o.As, err = parseCred(v)
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
@@ -176,7 +200,7 @@ func FormatOps(ops []Op) string {
 // newNames returns the names an op makes.
 func (o Op) newNames() []string {
 	switch o.Kind {
-	case "create", "mkdir", "mkfifo", "symlink":
+	case "create", "tmpfile", "mkdir", "mkfifo", "symlink":
 		return []string{o.Path}
 	case "rename", "link":
 		return []string{o.Path2}
@@ -318,6 +342,26 @@ func apply(root int, o Op) (string, error) {
 		}
 		defer unix.Close(fd)
 		return "", writeFull(fd, Content(o.Pat, 0, o.Len), 0, false)
+	case "tmpfile":
+		// An unnamed file in the directory, written, then linked in
+		// under the op's name (the open(2) recipe for users).
+		fd, err := unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, o.Mode)
+		if err != nil {
+			return "open", err
+		}
+		defer unix.Close(fd)
+		if err := writeFull(fd, Content(o.Pat, 0, o.Len), 0, false); err != nil {
+			return "write", err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return "fstat", err
+		}
+		desc := fmt.Sprintf("%04o uid=%d gid=%d", st.Mode&0o7777, st.Uid, st.Gid)
+		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), pfd, base, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return desc + " link", err
+		}
+		return desc, nil
 	case "write", "append":
 		flags := unix.O_WRONLY
 		if o.Flags == "rdwr" {
@@ -478,8 +522,82 @@ func apply(root int, o Op) (string, error) {
 	case "getxattr":
 		xs, err := userXattrs(procPath(pfd, base))
 		return strings.Join(xs, " "), err
+	case "setcap":
+		// cap_net_bind_service=ep, as setcap(8) writes it: a write or
+		// chown by another user then drops it (ATTR_KILL_PRIV).
+		return "", unix.Lsetxattr(procPath(pfd, base), "security.capability", fileCaps, 0)
+	case "setacl":
+		b, err := aclBinary(o.Value)
+		if err != nil {
+			return "bad acl", unix.EINVAL
+		}
+		return "", unix.Lsetxattr(procPath(pfd, base), aclXattr(o.Flags), b, 0)
+	case "delacl":
+		// As setfacl -x: read the ACL first. Out says whether there
+		// was one ("had", "none", or the error reading it).
+		had := "had"
+		if _, err := unix.Lgetxattr(procPath(pfd, base), aclXattr(o.Flags), nil); err == unix.ENODATA {
+			had = "none"
+		} else if err != nil {
+			had = "<" + errnoName(toErrno(err)) + ">"
+		}
+		return had, unix.Lremovexattr(procPath(pfd, base), aclXattr(o.Flags))
+	case "getacl":
+		// Both ACLs, each as text, "-" when there is none, or the
+		// error reading it.
+		var parts []string
+		for _, x := range []string{xattrACL, xattrDefACL} {
+			buf := make([]byte, 1024)
+			n, err := unix.Lgetxattr(procPath(pfd, base), x, buf)
+			switch {
+			case err == unix.ENODATA:
+				parts = append(parts, "-")
+			case err != nil:
+				parts = append(parts, "<"+errnoName(toErrno(err))+">")
+			default:
+				parts = append(parts, aclText(buf[:n]))
+			}
+		}
+		return "access=" + parts[0] + " default=" + parts[1], nil
+	case "statfs":
+		// The name length only: the rest is the upper filesystem's.
+		fd, err := unix.Openat(pfd, base, unix.O_PATH|openFlags, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		var sf unix.Statfs_t
+		if err := unix.Fstatfs(fd, &sf); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("namelen=%d", sf.Namelen), nil
+	case "access":
+		mode := uint32(0)
+		for _, c := range o.Flags {
+			switch c {
+			case 'r':
+				mode |= unix.R_OK
+			case 'w':
+				mode |= unix.W_OK
+			case 'x':
+				mode |= unix.X_OK
+			}
+		}
+		return "", unix.Faccessat2(pfd, base, mode, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	return "", fmt.Errorf("unknown op %q", o.Kind)
+}
+
+// fileCaps is a struct vfs_cap_data (revision 2) with
+// CAP_NET_BIND_SERVICE (10) permitted and effective.
+var fileCaps = []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// aclXattr names the xattr of an ACL op's flags.
+func aclXattr(flags string) string {
+	if flags == "default" {
+		return xattrDefACL
+	}
+	return xattrACL
 }
 
 type dent struct {
@@ -561,8 +679,10 @@ func dtName(t uint8) string {
 	return "unknown"
 }
 
-// userXattrs lists the user.* xattrs of p (not following a final
-// symlink) as sorted "name=value".
+// userXattrs lists the xattrs of p (not following a final symlink) that
+// users set: user.*, security.* and trusted.* but the union's own
+// trusted.overlay.* (POSIX ACLs are compared on their own), as sorted
+// "name=value".
 func userXattrs(p string) ([]string, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Llistxattr(p, buf)
@@ -571,7 +691,7 @@ func userXattrs(p string) ([]string, error) {
 	}
 	var out []string
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if !strings.HasPrefix(name, "user.") {
+		if !shownXattr(name) {
 			continue
 		}
 		v := make([]byte, 4096)
@@ -580,10 +700,30 @@ func userXattrs(p string) ([]string, error) {
 			out = append(out, name+"=<"+errnoName(toErrno(err))+">")
 			continue
 		}
-		out = append(out, name+"="+string(v[:m]))
+		out = append(out, name+"="+printable(v[:m]))
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// printable is b as text, or in hex when it is not text.
+func printable(b []byte) string {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f {
+			return "0x" + hex.EncodeToString(b)
+		}
+	}
+	return string(b)
+}
+
+func shownXattr(name string) bool {
+	switch {
+	case strings.HasPrefix(name, "trusted.overlay."):
+		return false
+	case strings.HasPrefix(name, "user."), strings.HasPrefix(name, "security."), strings.HasPrefix(name, "trusted."):
+		return true
+	}
+	return false
 }
 
 // View is the merged tree as the generator sees it: every path, sorted.
@@ -591,7 +731,10 @@ type View struct {
 	Paths  []string
 	Type   map[string]uint32 // S_IFMT
 	Size   map[string]int64
-	Xattrs map[string][]string // user.* names
+	Xattrs map[string][]string // names of the xattrs userXattrs lists
+	// Owners and permission bits, of the root ("") too.
+	Uid, Gid map[string]int
+	Mode     map[string]uint32
 }
 
 // emptyDirs returns the directories with no entry.
@@ -644,7 +787,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 	g := opGen{rng: rng, v: v, s: s}
 	o := Op{Kind: kind}
 	switch kind {
-	case "create":
+	case "create", "tmpfile":
 		o.Path = g.fresh()
 		o.Mode = fileModes[rng.IntN(len(fileModes))]
 		o.Len, o.Pat = g.dataLen(), rng.IntN(1000)
@@ -671,7 +814,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		o.Mode = append(fileModes, dirModes...)[rng.IntN(len(fileModes)+len(dirModes))]
 	case "chown":
 		o.Path = g.existingAny(true)
-		o.Uid, o.Gid = []int{-1, 0, 1000, 1001, 65534}[rng.IntN(5)], []int{-1, 0, 1000, 1001, 65534}[rng.IntN(5)]
+		o.Uid, o.Gid = []int{-1, 0, 1000, 1001, 1002, 65534}[rng.IntN(6)], []int{-1, 0, 1000, 1001, 1002, 65534}[rng.IntN(6)]
 	case "utimes":
 		o.Path = g.existingAny(true)
 		o.Time = 978307200 + int64(rng.IntN(100000))
@@ -695,7 +838,7 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		}
 	case "mkdir":
 		o.Path = g.fresh()
-		o.Mode = []uint32{0o755, 0o700, 0o1777}[rng.IntN(3)]
+		o.Mode = []uint32{0o755, 0o700, 0o1777, 0o2775, 0o777, 0o3777, 0o2770, 0o000}[rng.IntN(8)]
 	case "rmdir":
 		o.Path = g.existing(unix.S_IFDIR, 85)
 		if e := v.emptyDirs(); len(e) > 0 && rng.IntN(2) == 0 {
@@ -731,8 +874,89 @@ func GenOp(rng *rand.Rand, v *View, s *Stack) Op {
 		if rng.IntN(5) == 0 {
 			o.Path = "."
 		}
+	case "setacl", "delacl":
+		o.Flags = "access"
+		if rng.IntN(3) == 0 {
+			o.Flags = "default"
+			o.Path = g.existing(unix.S_IFDIR, 90)
+		} else {
+			o.Path = g.existingAny(true)
+		}
+		if kind == "setacl" {
+			mode := -1
+			if m, ok := v.Mode[o.Path]; ok && o.Flags == "access" && rng.IntN(3) != 0 {
+				mode = int(m) // an ACL that keeps the mode
+			}
+			o.Value = genACL(rng, mode)
+		}
+	case "getacl":
+		o.Path = g.existingAny(true)
+	case "statfs":
+		o.Path = g.existing(unix.S_IFDIR, 100)
+	case "setcap":
+		o.Path = g.existing(unix.S_IFREG, 90)
+	case "access":
+		o.Path = g.existingAny(true)
+		o.Flags = []string{"r", "w", "x", "rw", "rx", "rwx", "f"}[rng.IntN(7)]
+	}
+	if Credentials && kind != "dropcaches" {
+		g.credential(&o)
 	}
 	return o
+}
+
+// umasks the generator gives ops that create.
+var umasks = []int{0o022, 0o027, 0o077, 0o002, 0o007}
+
+// credential gives o a credential drawn relative to the owner of its
+// target: the entry itself, or its directory for ops that make a name
+// (and, half the time, for ops that remove or move one: the sticky bit
+// asks about both).
+func (g *opGen) credential(o *Op) {
+	rng := g.rng
+	target := o.Path
+	switch o.Kind {
+	case "create", "tmpfile", "mkdir", "mkfifo", "symlink":
+		target = parentOf(o.Path)
+		if rng.IntN(2) == 0 {
+			o.Umask = umasks[rng.IntN(len(umasks))]
+		}
+	case "link":
+		if rng.IntN(2) == 0 {
+			target = parentOf(o.Path2)
+		}
+	case "rename":
+		switch rng.IntN(3) {
+		case 0:
+			target = parentOf(o.Path)
+		case 1:
+			target = parentOf(o.Path2)
+		}
+	case "unlink", "rmdir":
+		if rng.IntN(2) == 0 {
+			target = parentOf(o.Path)
+		}
+	}
+	if target == "." {
+		target = ""
+	}
+	if _, ok := g.v.Uid[target]; !ok {
+		target = parentOf(target) // a missing name: its directory decides
+	}
+	o.As = g.genCred(g.v.Uid[target], g.v.Gid[target])
+	if o.Kind == "chown" && o.As.Uid != 0 && rng.IntN(5) < 3 {
+		// What a user may do: give a file to one of its groups.
+		o.Uid = []int{-1, o.As.Uid}[rng.IntN(2)]
+		gs := append([]int{o.As.Gid}, o.As.Groups...)
+		o.Gid = gs[rng.IntN(len(gs))]
+	}
+}
+
+func parentOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
 }
 
 type opGen struct {
@@ -776,6 +1000,8 @@ func (g *opGen) fresh() string {
 	switch r := g.rng.IntN(100); {
 	case r < 2:
 		name = ".wh." + namePool[g.rng.IntN(len(namePool))]
+	case r < 4:
+		name = longNames[g.rng.IntN(len(longNames))]
 	case r < 45:
 		if used := g.s.names(dir); len(used) > 0 {
 			name = used[g.rng.IntN(len(used))]
@@ -792,6 +1018,16 @@ func (g *opGen) fresh() string {
 	}
 	return dir + "/" + name
 }
+
+// longNames are names about the longest a name may be (255 bytes): a
+// whiteout of the kernel's form needs no room beside them.
+var longNames = func() []string {
+	var out []string
+	for n := 250; n <= 256; n++ {
+		out = append(out, strings.Repeat(string(rune('p'+n-250)), n))
+	}
+	return out
+}()
 
 func (g *opGen) dataLen() int64 {
 	switch r := g.rng.IntN(10); {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -428,6 +429,98 @@ unlink n2/d
 write b off=0 len=2 pat=745 flags=wronly
 `,
 	},
+	{
+		name:   "sgid-kept-on-nonmember-write",
+		seed:   3,
+		open:   "BUG: a write by the owner, not in the file's group, keeps S_ISGID on a 2644 file; the kernel drops it (setattr_should_drop_sgid: S_ISGID without S_IXGRP goes when the writer is not in the group). FUSE's fuse_setattr recomputes the kill with the pre-6.x rule (S_ISGID only with S_IXGRP) unless the server handles killpriv. The same for truncate, open with O_TRUNC and chown (the later ops, each on a file of its own)",
+		unskip: "BUG-sgid-nonmember-write",
+		stack: `
+layers=2
+L1 file e mode=2644 uid=1001 gid=1001 size=147 pat=144 x=user.b=v89 x=user.c=v18
+L1 file a mode=2646 uid=1001 gid=1001 size=10 pat=1
+L1 file b mode=2646 uid=1001 gid=1001 size=10 pat=1
+L1 file c mode=2646 uid=1001 gid=1001 size=10 pat=1
+L1 file d mode=2666 uid=1001 gid=1001 size=10 pat=1
+`,
+		ops: `
+rocopyup e off=118 len=176 pat=199 as=1001:1000
+stat e
+truncate a size=3 flags=path as=1002:1002
+stat a
+chown b uid=-1 gid=1000 as=1001:1000
+stat b
+truncate c size=0 flags=otrunc as=1002:1002
+stat c
+write d off=0 len=3 pat=3 flags=wronly as=1002:1002
+stat d
+`,
+	},
+	{
+		name:   "acl-keeps-sgid",
+		seed:   19,
+		open:   "BUG: the owner, outside the dir's group, sets an access ACL on a setgid dir: the kernel drops S_ISGID, layerfs keeps it (no FUSE_SETXATTR_EXT, so no FUSE_SETXATTR_ACL_KILL_SGID; the ACL is set as root)",
+		unskip: "BUG-acl-sgid",
+		stack: `
+layers=3
+L2 dir a mode=0775 uid=1002 gid=0 x=user.b=v83
+L2 dir a/d mode=2775 uid=1000 gid=1002 x=user.a=v48
+L2 dir a/d/a mode=2770 uid=1000 gid=1000
+`,
+		ops: `
+setacl a/d/a flags=access acl=u::rwx,g::rwx,o::--- as=1000:1002
+`,
+	},
+	{
+		name:   "trusted-xattr-names-listed",
+		seed:   0,
+		open:   "BUG: a user without CAP_SYS_ADMIN lists the trusted.* xattrs of a file through layerfs (and reading one then says ENODATA); the kernel hides them from such callers",
+		unskip: "BUG-trusted-listed",
+		stack: `
+layers=2
+L1 file a mode=0644 uid=1001 gid=1001 size=10 pat=1 x=trusted.t=v0
+`,
+		ops: `
+getxattr a as=1001:1001
+`,
+	},
+	{
+		name:   "metacopy-data-drops-caps",
+		seed:   700,
+		open:   "BUG: a metadata-only copy (setcap, chmod) of a lower file loses security.capability when layerfs copies its data up for a rename or link: the data write into the upper file drops it (killpriv), the kernel sets it again after the copy",
+		unskip: "BUG-metacopy-caps",
+		stack: `
+layers=3
+L2 file a mode=0600 uid=1002 gid=1001 size=66 pat=725
+L2 file c mode=0755 uid=1001 gid=1001 size=10 pat=1 x=security.capability=0x0100000200040000000000000000000000000000
+`,
+		ops: `
+setcap a
+rename a g flags=plain
+chmod c mode=0750
+link c c2
+getxattr c2
+`,
+	},
+	{
+		name:   "link-into-upper-dir-d_ino",
+		seed:   269,
+		open:   "BUG: names linked into a pure-upper dir (n4) to lower entries list d_ino = the upper inode once the nodes are forgotten (dropcaches); stat gives the origin's, as the kernel's d_ino does (found by the mount fuzzer: seed 269, 73 ops, under eviction by the other worker)",
+		unskip: "BUG-readdir-d_ino",
+		stack: `
+layers=2
+L2 fifo h mode=0644 uid=0 gid=1002
+L2 file f mode=0644 uid=0 gid=0 size=10 pat=1
+L2 symlink s target=x uid=0 gid=0
+`,
+		ops: `
+mkdir n4 mode=0755
+link h n4/e
+link f n4/f
+link s n4/s
+dropcaches .
+readdir n4
+`,
+	},
 }
 
 func TestRegressions(t *testing.T) {
@@ -475,7 +568,8 @@ func TestFormats(t *testing.T) {
 		if s.String() != s2.String() {
 			t.Fatalf("seed %d: stack does not read back:\n%s\n---\n%s", seed, s, s2)
 		}
-		v := &View{Paths: []string{"a", "d", "d/x"}, Type: map[string]uint32{"a": 0o100000, "d": 0o40000, "d/x": 0o100000}, Size: map[string]int64{"a": 10}, Xattrs: map[string][]string{"a": {"user.a"}}}
+		v := &View{Paths: []string{"a", "d", "d/x"}, Type: map[string]uint32{"a": 0o100000, "d": 0o40000, "d/x": 0o100000}, Size: map[string]int64{"a": 10}, Xattrs: map[string][]string{"a": {"user.a"}},
+			Uid: map[string]int{"": 0, "a": 1000, "d": 1001, "d/x": 0}, Gid: map[string]int{"": 0, "a": 1000, "d": 1002, "d/x": 1001}, Mode: map[string]uint32{"": 0o755, "a": 0o644, "d": 0o2775, "d/x": 0o600}}
 		for i := 0; i < 100; i++ {
 			o := GenOp(rng, v, s)
 			o2, err := ParseOp(o.String())
@@ -485,11 +579,95 @@ func TestFormats(t *testing.T) {
 			if o.String() != o2.String() {
 				t.Fatalf("op %q reads back as %q", o, o2)
 			}
+			if o.Kind == "setacl" {
+				b, err := aclBinary(o.Value)
+				if err != nil || aclText(b) != o.Value {
+					t.Fatalf("acl %q reads back as %q (%v)", o.Value, aclText(b), err)
+				}
+			}
 		}
+	}
+	// Old cases have no credential: they run as root in the tester.
+	o, err := ParseOp("chmod a mode=0600")
+	if err != nil || o.As != nil || o.Umask != 0 {
+		t.Fatalf("op without as=: %+v, %v", o, err)
+	}
+	o, err = ParseOp("create d/n mode=0666 len=0 pat=1 umask=0022 as=1001:1002+0+1000")
+	if err != nil || o.As == nil || o.As.Uid != 1001 || o.As.Gid != 1002 || fmt.Sprint(o.As.Groups) != "[0 1000]" || o.Umask != 0o22 {
+		t.Fatalf("op with as=: %+v, %v", o, err)
 	}
 }
 
-var flagReplay = flag.String("replay", "", "file with a stack, a line \"ops:\" and ops, for TestReplay")
+// TestHelpers checks the helper processes: each runs as its credential
+// exactly, and permission checks see it.
+func TestHelpers(t *testing.T) {
+	requireEnv(t)
+	dir := t.TempDir()
+	if err := traversable(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "private"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(dir, "f"), 0, 1002); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cred  *Cred
+		op    string
+		errno syscall.Errno
+	}{
+		{&Cred{}, "stat private", 0},
+		{&Cred{Uid: 1000, Gid: 1000}, "stat private/x", syscall.EACCES},
+		{&Cred{Uid: 1001, Gid: 1001}, "read f", syscall.EACCES},
+		{&Cred{Uid: 1001, Gid: 1001, Groups: []int{1002}}, "read f", 0},
+		{&Cred{Uid: 1002, Gid: 1002}, "access f flags=w", syscall.EACCES},
+		{&Cred{Uid: 1000, Gid: 1000, Groups: []int{0, 1001}}, "stat f", 0},
+	} {
+		o, err := ParseOp(c.op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := helpers.get(c.cred)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := h.do(dir, o, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		helpers.put(h)
+		if r.Errno != c.errno {
+			t.Errorf("as %s: %s: %v, want %v", c.cred, c.op, r, c.errno)
+		}
+	}
+	// The umask travels with the op.
+	h, err := helpers.get(&Cred{Uid: 1000, Gid: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer helpers.put(h)
+	os.Chmod(dir, 0o777)
+	if r, err := h.do(dir, Op{Kind: "mkdir", Path: "m", Mode: 0o777}, 0o027); err != nil || r.Errno != 0 {
+		t.Fatal(r, err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o750 || st.Sys().(*syscall.Stat_t).Uid != 1000 {
+		t.Errorf("mkdir as 1000 with umask 027: %v uid %d", st.Mode(), st.Sys().(*syscall.Stat_t).Uid)
+	}
+}
+
+var (
+	flagReplay      = flag.String("replay", "", "file with a stack, a line \"ops:\" and ops, for TestReplay")
+	flagReplayKeep  = flag.Bool("replaykeep", true, "TestReplay keeps the layers and upper dirs (false: to replay many times, with -test.count)")
+	flagReplayQuiet = flag.Bool("replayquiet", false, "TestReplay traces only the ops that differ")
+)
 
 // TestReplay runs one case from a file (the printed repro format: stack
 // lines, then "ops:", then op lines), traces every op on both sides and
@@ -516,10 +694,12 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Run{Dir: dir, Stack: stack, Ops: list, Keep: true, NoBugSkips: !*flagBugSkips, Trace: func(i int, o Op, k, l Result) {
+	r := &Run{Dir: dir, Stack: stack, Ops: list, Keep: *flagReplayKeep, NoBugSkips: !*flagBugSkips, Trace: func(i int, o Op, k, l Result) {
 		mark := "  "
 		if k != l {
 			mark = "!="
+		} else if *flagReplayQuiet {
+			return
 		}
 		t.Logf("%s %-50s kernel: %s; layerfs: %s", mark, o, k, l)
 	}}
@@ -527,7 +707,9 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("layers and upper dirs kept in %s (k/ kernel, l/ layerfs)", dir)
+	if *flagReplayKeep {
+		t.Logf("layers and upper dirs kept in %s (k/ kernel, l/ layerfs)", dir)
+	}
 	if d != nil {
 		t.Errorf("diverges:\n%s", d)
 	}

@@ -42,6 +42,8 @@ type Pair struct {
 	// LeakedFds counts the descriptors into layerfs's layers that were
 	// still open after its server had ended (set by Close).
 	LeakedFds int
+
+	helper *helper // the helper of the last op with a credential
 }
 
 // SelfCheck mounts kernel overlay on both sides instead of layerfs on the
@@ -58,6 +60,10 @@ func NewPair(dir string, s *Stack) (p *Pair, err error) {
 			p = nil
 		}
 	}()
+	// Helpers running as other users open the mount points by path.
+	if err := traversable(dir); err != nil {
+		return p, err
+	}
 	mk := func(name string, kernel bool) (*Side, error) {
 		sd := &Side{Name: name, Root: -1}
 		base := filepath.Join(dir, name)
@@ -72,6 +78,14 @@ func NewPair(dir string, s *Stack) (p *Pair, err error) {
 		}
 		if err := s.Materialise(sd.Lowers, kernel); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if r := s.Root; r != nil {
+			if err := unix.Chown(sd.Upper, r.Uid, r.Gid); err != nil {
+				return nil, err
+			}
+			if err := unix.Chmod(sd.Upper, r.Mode); err != nil {
+				return nil, err
+			}
 		}
 		return sd, nil
 	}
@@ -98,14 +112,23 @@ func NewPair(dir string, s *Stack) (p *Pair, err error) {
 		p.L.Root, err = openRoot(p.L.Mnt)
 		return p, err
 	}
-	srv, err := unionfs.Mount(context.Background(), unionfs.Options{
+	// No AllowOther: as root, other users may enter by default, as
+	// they may enter the kernel's mount; the tester checks that it is so.
+	lopts := unionfs.Options{
 		Lowers: p.L.Lowers, Upper: p.L.Upper, Work: p.L.Work, Mountpoint: p.L.Mnt, NoSync: true,
 		Debug: os.Getenv("DIFFTEST_FUSE_DEBUG") != "", // log every FUSE request
-	})
+	}
+	if !unionfs.OthersMayEnter(lopts) {
+		return p, errors.New("layerfs would not let other users in (OthersMayEnter false as root)")
+	}
+	srv, err := unionfs.Mount(context.Background(), lopts)
 	if err != nil {
 		return p, fmt.Errorf("layerfs mount: %w", err)
 	}
 	p.L.srv = srv
+	if so := superOptions(p.L.Mnt); !strings.Contains(","+so+",", ",allow_other,") {
+		return p, fmt.Errorf("layerfs mount lacks allow_other (super options %q)", so)
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(p.L.Mnt, &st); err != nil {
 		return p, err
@@ -123,6 +146,7 @@ func openRoot(mnt string) (int, error) {
 
 // Close unmounts both sides (lazily as a last resort) and removes dir.
 func (p *Pair) Close() error {
+	p.releaseHelper()
 	var errs []error
 	for _, sd := range []*Side{p.K, p.L} {
 		if sd != nil && sd.Root >= 0 {
@@ -204,6 +228,18 @@ func fdsBelow(prefix string) []int {
 	return out
 }
 
+// superOptions returns the super block options of the mount at mnt.
+func superOptions(mnt string) string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if f, g := strings.Fields(pre), strings.Fields(post); ok && len(f) > 4 && f[4] == mnt && len(g) > 2 {
+			return g[2]
+		}
+	}
+	return ""
+}
+
 func isMounted(mnt string) bool {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -247,6 +283,44 @@ func (p *Pair) onL(fn func()) error {
 		p.L.abort()
 		<-done
 		return errHang
+	}
+}
+
+// apply runs o on side sd: in the tester when o has no credential, else in
+// a helper process running as it (the same helper for both sides).
+func (p *Pair) apply(sd *Side, o Op) (Result, error) {
+	c := o.As
+	if c == nil && o.Umask == 0 {
+		return Apply(sd.Root, o), nil
+	}
+	if c == nil {
+		c = &Cred{} // root, with a umask of its own
+	}
+	if p.helper == nil || p.helper.key != c.String() {
+		p.releaseHelper()
+		h, err := helpers.get(c)
+		if err != nil {
+			return Result{}, err
+		}
+		p.helper = h
+	}
+	r, err := p.helper.do(sd.Mnt, o, o.Umask)
+	if err != nil {
+		p.helper.kill()
+		p.helper = nil
+		return Result{}, err
+	}
+	if r.Out == "(opening the mount root)" && sd == p.K {
+		return r, fmt.Errorf("as %s: opening the kernel mount root %s: %v", c, sd.Mnt, r.Errno)
+	}
+	return r, nil
+}
+
+// releaseHelper gives the helper the pair holds back to the pool.
+func (p *Pair) releaseHelper() {
+	if p.helper != nil {
+		helpers.put(p.helper)
+		p.helper = nil
 	}
 }
 
@@ -360,6 +434,7 @@ func (r *Run) Execute() (div *Divergence, err error) {
 		return mkDiv(-1, "walk ok", fmt.Sprint(herr, lerr), "walk", nil), nil
 	}
 	ids := newIdentity(startK)
+	tainted := map[string]*Known{}
 
 	n := r.N
 	if r.Ops != nil {
@@ -377,13 +452,17 @@ func (r *Run) Execute() (div *Divergence, err error) {
 			o = GenOp(r.Rng, v, r.Stack)
 		}
 		r.Applied = append(r.Applied, o)
-		if skipped(o, r.skips()) != nil {
+		if skipped(o, func() *unix.Stat_t { return statNoFollow(p.K.Root, o.Path) }, r.skips()) != nil {
 			continue
 		}
 		if kn := layerfsOnly(o, r.skips()); kn != nil {
 			var lr Result
-			if herr := p.onL(func() { lr = Apply(p.L.Root, o) }); herr != nil {
+			var lerr error
+			if herr := p.onL(func() { lr, lerr = p.apply(p.L, o) }); herr != nil {
 				return mkDiv(i, "(not run: "+kn.Name+")", herr.Error(), "hang:"+o.Kind, nil), nil
+			}
+			if lerr != nil {
+				return nil, lerr
 			}
 			if lr.Errno == 0 {
 				return mkDiv(i, "(not run: "+kn.Name+")", lr.String()+" (known difference "+kn.Name+" expects an error)", "layerfs-only:"+o.Kind, nil), nil
@@ -391,16 +470,25 @@ func (r *Run) Execute() (div *Divergence, err error) {
 			continue
 		}
 		same := ids.sameInode(p.K.Root, o)
-		kr := Apply(p.K.Root, o)
+		pre := statNoFollow(p.K.Root, o.Path)
+		kr, kerr := p.apply(p.K, o)
+		if kerr != nil {
+			return nil, kerr
+		}
 		var lr Result
-		if herr := p.onL(func() { lr = Apply(p.L.Root, o) }); herr != nil {
+		var lerr error
+		if herr := p.onL(func() { lr, lerr = p.apply(p.L, o) }); herr != nil {
 			return mkDiv(i, kr.String(), herr.Error(), "hang:"+o.Kind, nil), nil
+		}
+		if lerr != nil {
+			return nil, lerr
 		}
 		if r.Trace != nil {
 			r.Trace(i, o, kr, lr)
 		}
+		taints(tainted, o, pre, kr, lr, r.skips())
 		if kr != lr {
-			if kn := knownOp(o, kr, lr, r.skips()); kn != nil {
+			if kn := knownOp(o, pre, kr, lr, r.skips()); kn != nil {
 				if kn.Stop && (kr.Errno == 0) != (lr.Errno == 0) {
 					r.Stopped = kn.Name
 					return nil, nil
@@ -454,7 +542,7 @@ func (r *Run) Execute() (div *Divergence, err error) {
 		return nil, fmt.Errorf("layerfs upper: %w", err)
 	}
 	diffs = append(diffs, compareUpper(uk, ul)...)
-	diffs = filterTree(diffs, r.skips())
+	diffs = filterTree(untainted(diffs, tainted), r.skips())
 	if len(diffs) > 0 {
 		return mkDiv(-1, "", "", "final:"+diffs[0].Where, diffs), nil
 	}
@@ -519,7 +607,7 @@ func (id *identity) put(p string, sub map[string]string) {
 
 func (id *identity) update(o Op, same bool) {
 	switch o.Kind {
-	case "create", "mkdir", "mkfifo", "symlink", "unlink", "rmdir":
+	case "create", "tmpfile", "mkdir", "mkfifo", "symlink", "unlink", "rmdir":
 		id.take(o.Path)
 	case "link":
 		if v, ok := id.origin[o.Path]; ok {

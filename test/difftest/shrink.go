@@ -50,6 +50,7 @@ func (s *Shrinker) Shrink(d *Divergence) *Divergence {
 		}
 	}
 	best = s.ddmin(best)
+	best = s.simplify(best)
 	if s.Log != nil {
 		s.Log("shrunk %s in %d runs: %d ops, %d stack entries", d.Sig, s.runs, len(best.Ops), len(best.Stack.Entries))
 	}
@@ -83,6 +84,67 @@ func (s *Shrinker) ddmin(best *Divergence) *Divergence {
 			break
 		}
 		n = min(2*n, len(ops))
+	}
+	return best
+}
+
+// simplify makes what is left plainer where the divergence stays: each
+// op as root in the tester (else without supplementary groups, without
+// its umask), each stack entry without its ACLs.
+func (s *Shrinker) simplify(best *Divergence) *Divergence {
+	for i := 0; i < len(best.Ops); i++ { // a simpler op may diverge sooner
+		o := best.Ops[i]
+		var cands []Op
+		if o.As != nil || o.Umask != 0 {
+			c := o
+			c.As, c.Umask = nil, 0
+			cands = append(cands, c)
+		}
+		if o.As != nil && len(o.As.Groups) > 0 {
+			c := o
+			c.As = &Cred{Uid: o.As.Uid, Gid: o.As.Gid}
+			cands = append(cands, c)
+		}
+		if o.Umask != 0 {
+			c := o
+			c.Umask = 0
+			cands = append(cands, c)
+		}
+		for _, c := range cands {
+			ops := append([]Op(nil), best.Ops...)
+			ops[i] = c
+			if nd := s.try(best, best.Stack, ops); nd != nil {
+				best = nd
+				break
+			}
+		}
+	}
+	if best.Stack.Root != nil {
+		st := &Stack{Layers: best.Stack.Layers, Entries: best.Stack.Entries}
+		if nd := s.try(best, st, best.Ops); nd != nil {
+			best = nd
+		}
+	}
+	for i, e := range best.Stack.Entries {
+		if e.ACL == "" && e.DefACL == "" {
+			continue
+		}
+		for _, drop := range [][2]bool{{true, true}, {true, false}, {false, true}} {
+			st := &Stack{Layers: best.Stack.Layers, Root: best.Stack.Root, Entries: append([]Entry(nil), best.Stack.Entries...)}
+			if drop[0] {
+				st.Entries[i].ACL = ""
+			}
+			if drop[1] {
+				st.Entries[i].DefACL = ""
+			}
+			if st.Entries[i].String() == e.String() {
+				continue
+			}
+			if nd := s.try(best, st, best.Ops); nd != nil {
+				best = nd
+				break
+			}
+		}
 	}
 	return best
 }

@@ -11,6 +11,7 @@
 package difftest
 
 import (
+	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -49,6 +50,10 @@ type Entry struct {
 	Sparse bool // only the last 16 bytes of Size are data
 	Target string
 	Xattrs []string // "user.NAME=VALUE", sorted
+	// ACL and DefACL (files and dirs; DefACL dirs only): POSIX ACLs in
+	// text form (acl.go), "" for none. An ACL sets the mode's group bits
+	// from its mask, as setfacl does.
+	ACL, DefACL string
 	// Opaque (directories): "" not opaque, else the form layerfs gets:
 	// "xattr" (trusted.overlay.opaque), "user" (user.overlay.opaque) or
 	// "wh" (.wh..wh..opq). The kernel always gets trusted.overlay.opaque.
@@ -62,6 +67,16 @@ type Entry struct {
 type Stack struct {
 	Layers  int
 	Entries []Entry
+	// Root, when set, gives the upper dir's mode and owners, which are
+	// the merged root's ("root mode=1777 uid=0 gid=0"); else 0755 root.
+	Root *Entry
+}
+
+// rootAttrs are the merged roots the generator picks from: where other
+// users may create too.
+var rootAttrs = []Entry{
+	{Mode: 0o755}, {Mode: 0o1777}, {Mode: 0o1777}, {Mode: 0o777},
+	{Mode: 0o2775, Gid: 1000}, {Mode: 0o775, Uid: 1000, Gid: 1000}, {Mode: 0o3777, Gid: 1001},
 }
 
 // baseTime is the epoch (2000-01-01) of the fixed times given to lower
@@ -88,10 +103,10 @@ func Content(pat int, off, n int64) []byte {
 
 var (
 	namePool  = []string{"a", "b", "c", "d", "e", "f", "g", "h"}
-	fileModes = []uint32{0o644, 0o644, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2755}
-	dirModes  = []uint32{0o755, 0o755, 0o700, 0o775, 0o1777}
-	ids       = []int{0, 0, 1000, 1001}
-	xattrKeys = []string{"user.a", "user.b", "user.c"}
+	fileModes = []uint32{0o644, 0o644, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2755, 0o664, 0o660, 0o6775, 0o2644, 0o000}
+	dirModes  = []uint32{0o755, 0o755, 0o700, 0o775, 0o1777, 0o2775, 0o777, 0o3777, 0o2770, 0o1770}
+	ids       = []int{0, 0, 1000, 1001, 1002}
+	xattrKeys = []string{"user.a", "user.b", "user.c", "trusted.t", "security.s"}
 )
 
 // Hardlinks enables hard links in generated stacks and link ops.
@@ -101,6 +116,10 @@ var Hardlinks = true
 func GenStack(rng *rand.Rand) *Stack {
 	g := &stackGen{rng: rng, below: map[string]Kind{}, ever: map[string]map[string]bool{}}
 	g.s.Layers = 2 + rng.IntN(3)
+	if Credentials {
+		r := rootAttrs[rng.IntN(len(rootAttrs))]
+		g.s.Root = &Entry{Kind: KDir, Mode: r.Mode, Uid: r.Uid, Gid: r.Gid}
+	}
 	for layer := g.s.Layers; layer >= 1; layer-- {
 		g.layer = layer
 		g.files = nil
@@ -173,6 +192,20 @@ func (g *stackGen) attrs(e *Entry) {
 				e.Xattrs = append(e.Xattrs, k+"=v"+strconv.Itoa(g.pick(100)))
 			}
 		}
+		if e.Kind == KFile && g.pick(12) == 0 {
+			e.Xattrs = append(e.Xattrs, "security.capability=0x"+hex.EncodeToString(fileCaps))
+		}
+		if Credentials && g.pick(5) == 0 {
+			e.ACL = genACL(g.rng, int(e.Mode))
+			if !strings.Contains(e.ACL, "m::") && strings.Count(e.ACL, ",") > 2 {
+				e.ACL = "" // a layer holds only ACLs the kernel takes
+			}
+		}
+		if Credentials && e.Kind == KDir && g.pick(4) == 0 {
+			if e.DefACL = genACL(g.rng, -1); !strings.Contains(e.DefACL, "m::") && strings.Count(e.DefACL, ",") > 2 {
+				e.DefACL = ""
+			}
+		}
 	}
 }
 
@@ -189,6 +222,10 @@ func (g *stackGen) genDir(dir string, depth int, merged bool) {
 	g.rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	if n > len(names) {
 		n = len(names)
+	}
+	if Credentials && n > 0 && g.pick(10) == 0 {
+		// A name of the longest lengths (not 256: no layer has it).
+		names[0] = longNames[g.pick(len(longNames)-1)]
 	}
 	for _, name := range names[:n] {
 		p := name
@@ -245,6 +282,9 @@ func (g *stackGen) genDir(dir string, depth int, merged bool) {
 			g.add(e)
 		case KWhiteout:
 			e.Form = []string{"chr", "wh"}[g.pick(2)]
+			if len(name)+len(".wh.") > 255 {
+				e.Form = "chr" // no room for the OCI form
+			}
 			g.add(e)
 		}
 	}
@@ -285,6 +325,9 @@ func (g *stackGen) randomKind(depth int, merged bool) Kind {
 func (s *Stack) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "layers=%d\n", s.Layers)
+	if r := s.Root; r != nil {
+		fmt.Fprintf(&b, "root mode=%04o uid=%d gid=%d\n", r.Mode, r.Uid, r.Gid)
+	}
 	for _, e := range s.Entries {
 		b.WriteString(e.String())
 		b.WriteByte('\n')
@@ -317,6 +360,12 @@ func (e Entry) String() string {
 	for _, x := range e.Xattrs {
 		f = append(f, "x="+x)
 	}
+	if e.ACL != "" {
+		f = append(f, "acl="+e.ACL)
+	}
+	if e.DefACL != "" {
+		f = append(f, "dacl="+e.DefACL)
+	}
 	return strings.Join(f, " ")
 }
 
@@ -337,6 +386,30 @@ func ParseStack(text string) (*Stack, error) {
 			continue
 		}
 		f := strings.Fields(line)
+		if len(f) == 4 && f[0] == "root" {
+			r := Entry{Kind: KDir}
+			for _, kv := range f[1:] {
+				k, v, _ := strings.Cut(kv, "=")
+				var n int64
+				var err error
+				switch k {
+				case "mode":
+					n, err = strconv.ParseInt(v, 8, 32)
+					r.Mode = uint32(n)
+				case "uid":
+					r.Uid, err = strconv.Atoi(v)
+				case "gid":
+					r.Gid, err = strconv.Atoi(v)
+				default:
+					err = fmt.Errorf("unknown key %q", k)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("stack: %q: %v", line, err)
+				}
+			}
+			s.Root = &r
+			continue
+		}
 		if len(f) < 3 || !strings.HasPrefix(f[0], "L") {
 			return nil, fmt.Errorf("stack: bad line %q", line)
 		}
@@ -371,6 +444,10 @@ func ParseStack(text string) (*Stack, error) {
 				e.Form = v
 			case "x":
 				e.Xattrs = append(e.Xattrs, v)
+			case "acl":
+				e.ACL = v
+			case "dacl":
+				e.DefACL = v
 			default:
 				err = fmt.Errorf("unknown key %q", k)
 			}
@@ -390,7 +467,7 @@ func ParseStack(text string) (*Stack, error) {
 // (entries below a removed directory, hard links to a removed file).
 func (s *Stack) without(i int) *Stack {
 	drop := s.Entries[i]
-	out := &Stack{Layers: s.Layers}
+	out := &Stack{Layers: s.Layers, Root: s.Root}
 	for j, e := range s.Entries {
 		if j == i {
 			continue
@@ -472,8 +549,26 @@ func (s *Stack) Materialise(dirs []string, kernel bool) error {
 		}
 		for _, x := range e.Xattrs {
 			k, v, _ := strings.Cut(x, "=")
-			if err := unix.Lsetxattr(p, k, []byte(v), 0); err != nil {
+			b := []byte(v)
+			if h, ok := strings.CutPrefix(v, "0x"); ok {
+				if b, err = hex.DecodeString(h); err != nil {
+					return fmt.Errorf("materialise %s: %w", e, err)
+				}
+			}
+			if err := unix.Lsetxattr(p, k, b, 0); err != nil {
 				return fmt.Errorf("materialise %s: %w", e, err)
+			}
+		}
+		for _, a := range [][2]string{{xattrACL, e.ACL}, {xattrDefACL, e.DefACL}} {
+			if a[1] == "" {
+				continue
+			}
+			b, err := aclBinary(a[1])
+			if err == nil {
+				err = unix.Lsetxattr(p, a[0], b, 0)
+			}
+			if err != nil {
+				return fmt.Errorf("materialise %s: %s: %w", e, a[0], err)
 			}
 		}
 		if e.Opaque != "" {

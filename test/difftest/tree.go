@@ -21,7 +21,10 @@ type Node struct {
 	Hash   string // regular files
 	Target string // symlinks
 	Xattrs []string
-	Opaque bool // upper dirs
+	// ACL and DefACL: the POSIX ACLs in text form ("" none), merged
+	// trees.
+	ACL, DefACL string
+	Opaque      bool // upper dirs
 	// Metacopy: an upper file with metadata only (its data is below).
 	Metacopy bool
 }
@@ -41,12 +44,22 @@ func WalkMerged(root int) (Tree, error) {
 		if err := readContent(dirfd, name, n); err != nil {
 			return false, fmt.Errorf("%s: %w", p, err)
 		}
-		if n.Type == unix.S_IFREG || n.Type == unix.S_IFDIR {
+		{
 			xs, err := userXattrs(procPath(dirfd, name))
 			if err != nil {
 				return false, fmt.Errorf("%s: listxattr: %w", p, err)
 			}
 			n.Xattrs = xs
+		}
+		if n.Type != unix.S_IFLNK {
+			var err error
+			pp := procPath(dirfd, name)
+			if n.ACL, err = readACL(pp, xattrACL); err != nil {
+				return false, fmt.Errorf("%s: acl: %w", p, err)
+			}
+			if n.DefACL, err = readACL(pp, xattrDefACL); err != nil {
+				return false, fmt.Errorf("%s: default acl: %w", p, err)
+			}
 		}
 		t[p] = n
 		return n.Type == unix.S_IFDIR, nil
@@ -206,6 +219,12 @@ func describeMerged(n *Node) string {
 	if len(n.Xattrs) > 0 {
 		s += " xattrs=" + strings.Join(n.Xattrs, ",")
 	}
+	if n.ACL != "" {
+		s += " acl=" + n.ACL
+	}
+	if n.DefACL != "" {
+		s += " dacl=" + n.DefACL
+	}
 	return s
 }
 
@@ -307,14 +326,16 @@ func unionKeys(a, b Tree) []string {
 // WalkView reads the generator's view of a merged tree: paths, types and
 // sizes only.
 func WalkView(root int) (*View, error) {
-	v := &View{Type: map[string]uint32{}, Size: map[string]int64{}, Xattrs: map[string][]string{}}
+	v := &View{Type: map[string]uint32{}, Size: map[string]int64{}, Xattrs: map[string][]string{},
+		Uid: map[string]int{}, Gid: map[string]int{}, Mode: map[string]uint32{}}
 	err := walk(root, "", func(dirfd int, name, p string, st *unix.Stat_t) (bool, error) {
 		typ := st.Mode & unix.S_IFMT
+		v.Uid[p], v.Gid[p], v.Mode[p] = int(st.Uid), int(st.Gid), st.Mode&0o7777
 		if p != "" {
 			v.Paths = append(v.Paths, p)
 			v.Type[p] = typ
 			v.Size[p] = st.Size
-			if typ == unix.S_IFREG || typ == unix.S_IFDIR {
+			{
 				xs, _ := userXattrs(procPath(dirfd, name))
 				for _, x := range xs {
 					k, _, _ := strings.Cut(x, "=")
