@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/layerfs/layerfs/unionfs/layout"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -66,11 +67,31 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Fprintf(os.Stderr, "difftest: no private mount namespace (%v); running in this one\n", err)
 	}
+	if os.Getenv("DIFFTEST_NS") != "" {
+		dropForeignMounts()
+	}
 	stop := evictor()
 	code := m.Run()
 	stop()
 	helpers.closeAll()
 	os.Exit(code)
+}
+
+// dropForeignMounts detaches, in this private mount namespace, the copies
+// of the unions other processes had mounted when it was made: held here,
+// they would outlive their unmount there, keep their FUSE servers serving
+// and their layer dirs in use (the tests of other packages run beside this
+// one).
+func dropForeignMounts() {
+	ms, err := layout.ReadMountInfo()
+	if err != nil {
+		return
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		if t := ms[i].FSType; t == "overlay" || strings.HasPrefix(t, "fuse.") {
+			unix.Unmount(ms[i].Mountpoint, unix.MNT_DETACH)
+		}
+	}
 }
 
 // evictor drops the dentry and inode caches every -evict until stopped.

@@ -2,7 +2,6 @@ package difftest
 
 import (
 	"path"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -60,94 +59,6 @@ type Known struct {
 
 // KnownDiffs is the list of intended differences.
 var KnownDiffs = []Known{
-	{
-		Name: "BUG-sgid-nonmember-write",
-		Reason: `open bug (regression case sgid-kept-on-nonmember-write): a write, ` +
-			`truncate or chown by a user outside the file's group keeps the ` +
-			`S_ISGID of a file without group execute permission; the kernel ` +
-			`(setattr_should_drop_sgid) drops it. The FUSE module refreshes the ` +
-			`kill bits by the older rule (S_ISGID only with S_IXGRP) for a server ` +
-			`without handle_killpriv.`,
-		Norm: func(where, k, l string) (string, string) {
-			regNoGx := func(typ string, gx bool) bool { return typ == "reg" && !gx }
-			switch where {
-			case "tmpfile": // written before its mode is read
-				k, l = normSgid("reg "+k, "reg "+l, regNoGx)
-				return strings.TrimPrefix(k, "reg "), strings.TrimPrefix(l, "reg ")
-			case "merged", "stat":
-				return normSgid(k, l, regNoGx)
-			}
-			return k, l
-		},
-	},
-	{
-		Name: "BUG-trusted-listed",
-		Reason: `open bug (regression case trusted-xattr-names-listed): listxattr ` +
-			`by a user without CAP_SYS_ADMIN lists trusted.* names through ` +
-			`layerfs (getxattr then says ENODATA); filesystems hide them from ` +
-			`such callers (ext4's trusted handler lists only for capable ` +
-			`callers), and the kernel's FUSE module passes the server's list on ` +
-			`as it is. Accepts the extra names in a getxattr op's listing.`,
-		Op: func(o Op, k, l Result) bool {
-			if o.Kind != "getxattr" || k.Errno != 0 || l.Errno != 0 {
-				return false
-			}
-			var kept []string
-			for _, x := range strings.Fields(l.Out) {
-				if !(strings.HasPrefix(x, "trusted.") && strings.HasSuffix(x, "=<ENODATA>")) {
-					kept = append(kept, x)
-				}
-			}
-			return strings.Join(kept, " ") == k.Out
-		},
-	},
-	{
-		Name: "BUG-metacopy-caps",
-		Reason: `open bug (regression case metacopy-data-drops-caps): when ` +
-			`layerfs copies the data of a metadata-only file up (before a rename ` +
-			`or link), its write into the upper file drops security.capability ` +
-			`(the upper filesystem's killpriv); kernel overlay saves the xattr ` +
-			`and sets it again after the data copy. Accepts a ` +
-			`security.capability the kernel has and layerfs lost.`,
-		Norm: func(where, k, l string) (string, string) {
-			if where == "merged" || where == "getxattr" {
-				return normCaps(k, l)
-			}
-			return k, l
-		},
-		// Removing the lost xattr.
-		Op: func(o Op, k, l Result) bool {
-			return o.Kind == "removexattr" && o.Name == "security.capability" && k.Errno == 0 && l.Errno == unix.ENODATA
-		},
-	},
-	{
-		Name: "BUG-readdir-d_ino",
-		Reason: `open bug (regression case link-into-upper-dir-d_ino): a name ` +
-			`linked into a pure-upper directory (one with no lower part) to a ` +
-			`copied-up file, fifo or symlink is listed with the upper inode as ` +
-			`d_ino once its node has been forgotten; stat gives the origin's. ` +
-			`Accepts layerfs's d_ino!=st_ino markers in a listing.`,
-		Op: func(o Op, k, l Result) bool {
-			strip := func(s string) string { return strings.ReplaceAll(s, ":d_ino!=st_ino", "") }
-			return o.Kind == "readdir" && k.Errno == l.Errno && strip(k.Out) == strip(l.Out) &&
-				strings.Count(l.Out, "d_ino!=st_ino") > strings.Count(k.Out, "d_ino!=st_ino")
-		},
-	},
-	{
-		Name: "BUG-acl-sgid",
-		Reason: `open bug (regression case acl-keeps-sgid): setting an access ACL ` +
-			`as the owner, outside the entry's group, keeps S_ISGID; the kernel ` +
-			`drops it (posix_acl_update_mode; overlay's ovl_set_acl does it by ` +
-			`hand). The FUSE module asks the server to with ` +
-			`FUSE_SETXATTR_ACL_KILL_SGID, which needs FUSE_SETXATTR_EXT; layerfs ` +
-			`sets the ACL as root, so the upper filesystem keeps the bit. What ` +
-			`follows differs too (a file made in such a directory takes its ` +
-			`group), so such ops are run on neither side.`,
-		SkipOn: func(o Op, st *unix.Stat_t) bool {
-			return o.Kind == "setacl" && o.Flags != "default" && o.As != nil && o.As.Uid != 0 && st != nil &&
-				st.Mode&unix.S_ISGID != 0 && !o.As.inGroup(int(st.Gid))
-		},
-	},
 	{
 		Name: "wh-names",
 		Reason: `layerfs refuses to create a name starting with ".wh." (EINVAL): ` +
@@ -301,51 +212,6 @@ var KnownDiffs = []Known{
 			return d.Where == "upper" && d.Kernel == "dir opaque" && d.Layerfs == "dir"
 		},
 	},
-}
-
-// normSgid takes out of two descriptions of an entry (type, mode, the
-// rest: "reg 0644 uid=..." as stat ops and merged trees give them) a
-// S_ISGID bit that layerfs kept and the kernel dropped, on the entries
-// accept takes by type and group execute permission.
-func normSgid(k, l string, accept func(typ string, gx bool) bool) (string, string) {
-	kf, lf := strings.Fields(k), strings.Fields(l)
-	if len(kf) < 2 || len(lf) < 2 || kf[0] != lf[0] {
-		return k, l
-	}
-	km, err1 := strconv.ParseUint(kf[1], 8, 32)
-	lm, err2 := strconv.ParseUint(lf[1], 8, 32)
-	if err1 != nil || err2 != nil || lm != km|0o2000 || km&0o2000 != 0 || !accept(kf[0], km&0o010 != 0) {
-		return k, l
-	}
-	lf[1] = kf[1]
-	return strings.Join(kf, " "), strings.Join(lf, " ")
-}
-
-// normCaps takes out of two descriptions (merged tree, getxattr) a
-// security.capability xattr that the kernel has and layerfs lacks.
-func normCaps(k, l string) (string, string) {
-	if !strings.Contains(k, "security.capability=") || strings.Contains(l, "security.capability=") {
-		return k, l
-	}
-	var out []string
-	for _, f := range strings.Fields(k) {
-		if v, ok := strings.CutPrefix(f, "xattrs="); ok {
-			var xs []string
-			for _, x := range strings.Split(v, ",") {
-				if !strings.HasPrefix(x, "security.capability=") {
-					xs = append(xs, x)
-				}
-			}
-			if len(xs) == 0 {
-				continue
-			}
-			f = "xattrs=" + strings.Join(xs, ",")
-		}
-		if !strings.HasPrefix(f, "security.capability=") {
-			out = append(out, f)
-		}
-	}
-	return strings.Join(out, " "), l
 }
 
 // normed applies the Norm of every active entry to k and l in turn and

@@ -42,10 +42,9 @@ stat c
 `,
 	},
 	{
-		name:   "readdir-d_ino",
-		seed:   3,
-		fixed:  "readdir d_ino of a copied-up entry is the upper inode, st_ino the origin's",
-		unskip: "BUG-readdir-d_ino",
+		name:  "readdir-d_ino",
+		seed:  3,
+		fixed: "readdir d_ino of a copied-up entry is the upper inode, st_ino the origin's",
 		stack: `
 layers=2
 L2 file f mode=0444 uid=0 gid=0 size=20 pat=318
@@ -58,10 +57,9 @@ readdir .
 `,
 	},
 	{
-		name:   "hardlink-copyup-keeps-origin-ino",
-		seed:   1,
-		open:   "BUG (intermittent): copy-up of one name of a lower hard link: the node made while it was lower keeps reporting the lower st_ino, shared with the other name",
-		unskip: "BUG-hardlink-origin-ino",
+		name:  "hardlink-copyup-keeps-origin-ino",
+		seed:  1,
+		fixed: "BUG (intermittent): copy-up of one name of a lower hard link: the node made while it was lower keeps reporting the lower st_ino, shared with the other name",
 		stack: `
 layers=4
 L1 file g mode=0644 uid=0 gid=0 size=249 pat=313 x=user.c=v43
@@ -72,10 +70,9 @@ utimes g time=978321207
 `,
 	},
 	{
-		name:   "hardlink-copies-share-node",
-		seed:   100,
-		open:   "BUG (intermittent): as hardlink-copyup-keeps-origin-ino, for two copied-up names (was: one name showed the other's data)",
-		unskip: "BUG-hardlink-origin-ino",
+		name:  "hardlink-copies-share-node",
+		seed:  100,
+		fixed: "BUG (intermittent): as hardlink-copyup-keeps-origin-ino, for two copied-up names (was: one name showed the other's data)",
 		stack: `
 layers=3
 L1 dir e mode=0755 uid=0 gid=0 x=user.a=v81
@@ -191,9 +188,9 @@ append g/n1/c len=51 pat=166
 `,
 	},
 	{
-		name: "link-then-write-stale-read",
-		seed: 275,
-		open: "BUG: after link b f/n2 and a write through b, reading f/n2 shows the old data (the two names are two FUSE inodes; f/n2's page cache is stale)",
+		name:  "link-then-write-stale-read",
+		seed:  275,
+		fixed: "BUG: after link b f/n2 and a write through b, reading f/n2 shows the old data (the two names are two FUSE inodes; f/n2's page cache is stale)",
 		stack: `
 layers=4
 L4 dir f mode=0755 uid=1000 gid=0 x=user.a=v15 x=user.c=v15
@@ -276,10 +273,9 @@ removexattr b/d name=user.c
 `,
 	},
 	{
-		name:   "moved-dir-not-opaque",
-		seed:   60,
-		fixed:  "upper format: a pure-upper dir renamed into a merged dir is not marked opaque (the kernel marks it)",
-		unskip: "BUG-failed-rename-opaque",
+		name:  "moved-dir-not-opaque",
+		seed:  60,
+		fixed: "upper format: a pure-upper dir renamed into a merged dir is not marked opaque (the kernel marks it)",
 		stack: `
 layers=3
 L1 dir h mode=1777 uid=0 gid=0
@@ -357,10 +353,9 @@ rocopyup a off=1645455 len=182 pat=192
 `,
 	},
 	{
-		name:   "exchange-into-upper-dir-d_ino",
-		seed:   114,
-		open:   "BUG: RENAME_EXCHANGE moves a copied-up file into pure-upper c; readdir c gives its upper inode as d_ino, stat the origin's",
-		unskip: "BUG-readdir-d_ino",
+		name:  "exchange-into-upper-dir-d_ino",
+		seed:  114,
+		fixed: "BUG: RENAME_EXCHANGE moves a copied-up file into pure-upper c; readdir c gives its upper inode as d_ino, stat the origin's",
 		stack: `
 layers=3
 L3 dir a mode=0775 uid=0 gid=0 opaque=user
@@ -374,10 +369,9 @@ readdir c
 `,
 	},
 	{
-		name:   "failed-rename-leaves-kernel-opaque",
-		seed:   79,
-		open:   "BUG (upper format only): a failing rename (ENOTEMPTY) of a pure-upper dir inside a merged dir leaves the kernel's source dir opaque; layerfs's not",
-		unskip: "BUG-failed-rename-opaque",
+		name:  "failed-rename-leaves-kernel-opaque",
+		seed:  79,
+		fixed: "BUG (upper format only): a failing rename (ENOTEMPTY) of a pure-upper dir inside a merged dir leaves the kernel's source dir opaque; layerfs's not",
 		stack: `
 layers=2
 L1 dir h mode=0755 uid=1000 gid=0 x=user.c=v95
@@ -390,9 +384,9 @@ rename h/n0 h/b flags=plain
 `,
 	},
 	{
-		name: "lower-hardlink-copyup-new-node",
-		seed: 226,
-		open: "BUG: a lower hard link's node (generation salted with its name) is not the node its upper copy gets (origin hash): a read-only fd opened before a second fd writes reads stale pages",
+		name:  "lower-hardlink-copyup-new-node",
+		seed:  226,
+		fixed: "BUG: a lower hard link's node (generation salted with its name) is not the node its upper copy gets (origin hash): a read-only fd opened before a second fd writes reads stale pages",
 		stack: `
 layers=2
 L2 file b mode=0644 uid=1001 gid=1000 size=279 pat=261 x=user.c=v97
@@ -406,9 +400,9 @@ rocopyup b off=1344 len=68 pat=464
 `,
 	},
 	{
-		name: "hardlink-exchange-unlink-enoent",
-		seed: 1,
-		open: "BUG: a file with several names moved by RENAME_EXCHANGE and renames; after link b n2/d and unlink n2/d, write b fails ENOENT (its node resolves through a name it no longer has)",
+		name:  "hardlink-exchange-unlink-enoent",
+		seed:  1,
+		fixed: "BUG: a file with several names moved by RENAME_EXCHANGE and renames; after link b n2/d and unlink n2/d, write b fails ENOENT (its node resolves through a name it no longer has)",
 		stack: `
 layers=4
 L1 file g mode=0644 uid=0 gid=0 size=249 pat=313 x=user.c=v43
@@ -430,10 +424,9 @@ write b off=0 len=2 pat=745 flags=wronly
 `,
 	},
 	{
-		name:   "sgid-kept-on-nonmember-write",
-		seed:   3,
-		open:   "BUG: a write by the owner, not in the file's group, keeps S_ISGID on a 2644 file; the kernel drops it (setattr_should_drop_sgid: S_ISGID without S_IXGRP goes when the writer is not in the group). FUSE's fuse_setattr recomputes the kill with the pre-6.x rule (S_ISGID only with S_IXGRP) unless the server handles killpriv. The same for truncate, open with O_TRUNC and chown (the later ops, each on a file of its own)",
-		unskip: "BUG-sgid-nonmember-write",
+		name:  "sgid-kept-on-nonmember-write",
+		seed:  3,
+		fixed: "BUG: a write by the owner, not in the file's group, keeps S_ISGID on a 2644 file; the kernel drops it (setattr_should_drop_sgid: S_ISGID without S_IXGRP goes when the writer is not in the group). FUSE's fuse_setattr recomputes the kill with the pre-6.x rule (S_ISGID only with S_IXGRP) unless the server handles killpriv. The same for truncate, open with O_TRUNC and chown (the later ops, each on a file of its own)",
 		stack: `
 layers=2
 L1 file e mode=2644 uid=1001 gid=1001 size=147 pat=144 x=user.b=v89 x=user.c=v18
@@ -456,10 +449,9 @@ stat d
 `,
 	},
 	{
-		name:   "acl-keeps-sgid",
-		seed:   19,
-		open:   "BUG: the owner, outside the dir's group, sets an access ACL on a setgid dir: the kernel drops S_ISGID, layerfs keeps it (no FUSE_SETXATTR_EXT, so no FUSE_SETXATTR_ACL_KILL_SGID; the ACL is set as root)",
-		unskip: "BUG-acl-sgid",
+		name:  "acl-keeps-sgid",
+		seed:  19,
+		fixed: "BUG: the owner, outside the dir's group, sets an access ACL on a setgid dir: the kernel drops S_ISGID, layerfs keeps it (no FUSE_SETXATTR_EXT, so no FUSE_SETXATTR_ACL_KILL_SGID; the ACL is set as root)",
 		stack: `
 layers=3
 L2 dir a mode=0775 uid=1002 gid=0 x=user.b=v83
@@ -471,10 +463,9 @@ setacl a/d/a flags=access acl=u::rwx,g::rwx,o::--- as=1000:1002
 `,
 	},
 	{
-		name:   "trusted-xattr-names-listed",
-		seed:   0,
-		open:   "BUG: a user without CAP_SYS_ADMIN lists the trusted.* xattrs of a file through layerfs (and reading one then says ENODATA); the kernel hides them from such callers",
-		unskip: "BUG-trusted-listed",
+		name:  "trusted-xattr-names-listed",
+		seed:  0,
+		fixed: "BUG: a user without CAP_SYS_ADMIN lists the trusted.* xattrs of a file through layerfs (and reading one then says ENODATA); the kernel hides them from such callers",
 		stack: `
 layers=2
 L1 file a mode=0644 uid=1001 gid=1001 size=10 pat=1 x=trusted.t=v0
@@ -484,10 +475,9 @@ getxattr a as=1001:1001
 `,
 	},
 	{
-		name:   "metacopy-data-drops-caps",
-		seed:   700,
-		open:   "BUG: a metadata-only copy (setcap, chmod) of a lower file loses security.capability when layerfs copies its data up for a rename or link: the data write into the upper file drops it (killpriv), the kernel sets it again after the copy",
-		unskip: "BUG-metacopy-caps",
+		name:  "metacopy-data-drops-caps",
+		seed:  700,
+		fixed: "BUG: a metadata-only copy (setcap, chmod) of a lower file loses security.capability when layerfs copies its data up for a rename or link: the data write into the upper file drops it (killpriv), the kernel sets it again after the copy",
 		stack: `
 layers=3
 L2 file a mode=0600 uid=1002 gid=1001 size=66 pat=725
@@ -502,10 +492,9 @@ getxattr c2
 `,
 	},
 	{
-		name:   "link-into-upper-dir-d_ino",
-		seed:   269,
-		open:   "BUG: names linked into a pure-upper dir (n4) to lower entries list d_ino = the upper inode once the nodes are forgotten (dropcaches); stat gives the origin's, as the kernel's d_ino does (found by the mount fuzzer: seed 269, 73 ops, under eviction by the other worker)",
-		unskip: "BUG-readdir-d_ino",
+		name:  "link-into-upper-dir-d_ino",
+		seed:  269,
+		fixed: "BUG: names linked into a pure-upper dir (n4) to lower entries list d_ino = the upper inode once the nodes are forgotten (dropcaches); stat gives the origin's, as the kernel's d_ino does (found by the mount fuzzer: seed 269, 73 ops, under eviction by the other worker)",
 		stack: `
 layers=2
 L2 fifo h mode=0644 uid=0 gid=1002
