@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -358,5 +359,42 @@ func TestChanceSeparate(t *testing.T) {
 		if got := chanceSeparate(n); math.Abs(got-want) > 1e-12 {
 			t.Errorf("chanceSeparate(%d) = %v, want %v", n, got, want)
 		}
+	}
+}
+
+func TestRequestsSince(t *testing.T) {
+	before := map[string]uint64{"LOOKUP": 10, "GETXATTR": 1}
+	after := map[string]uint64{"LOOKUP": 25, "GETXATTR": 2, "GETATTR": 3}
+	got := requestsSince(before, after)
+	want := map[string]uint64{"LOOKUP": 15, "GETATTR": 3} // the reading's own GETXATTR is not the workload's
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("requestsSince = %v, want %v", got, want)
+	}
+	if requestsSince(nil, after) != nil {
+		t.Fatal("no first reading: want nil")
+	}
+}
+
+func TestRequestsTable(t *testing.T) {
+	r := &Results{Contenders: []string{cKernel, cLayer}}
+	w := WorkloadResult{Name: "find-cold", Cells: map[string]*Cell{cKernel: {}, cLayer: {}}}
+	r.Workloads = append(r.Workloads, w)
+	for _, reqs := range []map[string]uint64{
+		{"LOOKUP": 100, "READDIRPLUS": 10},
+		{"LOOKUP": 300, "READDIRPLUS": 10, "GETATTR": 1},
+		{"LOOKUP": 200, "READDIRPLUS": 12},
+	} {
+		r.add("find-cold", cLayer, trialResult{dur: time.Second, requests: reqs})
+	}
+	r.add("find-cold", cLayer, trialResult{err: "boom", requests: map[string]uint64{"LOOKUP": 1}})
+	table := r.requestsTable()
+	if !strings.Contains(table, "| find-cold | 210 (LOOKUP 200, READDIRPLUS 10) |") {
+		t.Fatalf("requests table:\n%s", table)
+	}
+	if strings.Contains(table, "kernel") {
+		t.Fatalf("kernel overlay counts no requests, yet has a column:\n%s", table)
+	}
+	if (&Results{Contenders: []string{cKernel}}).requestsTable() != "" {
+		t.Fatal("a run without counts has no requests table")
 	}
 }

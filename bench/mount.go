@@ -140,6 +140,38 @@ func (m *mount) peakRSS() int64 {
 	return procStatusKiB(m.pid, "VmHWM")
 }
 
+// requests are the FUSE requests a layerfs server has counted by kind
+// since it mounted (nil for other mounts, and on a nil mount). Reading
+// them is one GETXATTR request itself.
+func (m *mount) requests() map[string]uint64 {
+	if m == nil || m.fstype != "fuse.layerfs" {
+		return nil
+	}
+	d, err := layout.Describe(m.dir)
+	if err != nil || d.Stats == nil {
+		return nil
+	}
+	return d.Stats.Requests
+}
+
+// requestsSince are the requests counted between two readings, without
+// the GETXATTR that took the second one.
+func requestsSince(before, after map[string]uint64) map[string]uint64 {
+	if before == nil || after == nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for op, n := range after {
+		if n -= before[op]; op == "GETXATTR" && n > 0 {
+			n--
+		}
+		if n > 0 {
+			out[op] = n
+		}
+	}
+	return out
+}
+
 // abort ends a hung FUSE server so that requests blocked on it fail.
 func (m *mount) abort() {
 	if m != nil && m.fuse && m.pid > 0 {

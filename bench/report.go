@@ -82,6 +82,9 @@ type Cell struct {
 	Median   *float64  `json:"median_s"`               // nil when a repetition failed
 	Ratio    *float64  `json:"ratio_to_kernel"`        // median / kernel's median
 	PeakRSS  []int64   `json:"peak_rss_kib,omitempty"` // FUSE server VmHWM per repetition
+	// Requests are a layerfs server's FUSE requests in the timed phase,
+	// by kind, per repetition.
+	Requests []map[string]uint64 `json:"requests,omitempty"`
 }
 
 func newResults(b *bench, notes []string) *Results {
@@ -132,6 +135,9 @@ func (r *Results) add(workload, contender string, tr trialResult) {
 		}
 		if tr.rssKiB > 0 {
 			c.PeakRSS = append(c.PeakRSS, tr.rssKiB)
+		}
+		if tr.requests != nil && tr.err == "" {
+			c.Requests = append(c.Requests, tr.requests)
 		}
 	}
 }
@@ -354,6 +360,91 @@ func (r *Results) rssTable() string {
 	return renderTable(rows, 1)
 }
 
+// medianRequests are the median count of each kind of request over the
+// repetitions of c (nil when none were counted).
+func (c *Cell) medianRequests() map[string]uint64 {
+	if c == nil || len(c.Requests) == 0 {
+		return nil
+	}
+	out := map[string]uint64{}
+	for _, reps := range c.Requests {
+		for op := range reps {
+			out[op] = 0
+		}
+	}
+	for op := range out {
+		var xs []float64
+		for _, reps := range c.Requests {
+			xs = append(xs, float64(reps[op]))
+		}
+		if m := uint64(median(xs)); m > 0 {
+			out[op] = m
+		} else {
+			delete(out, op)
+		}
+	}
+	return out
+}
+
+// requestText is a cell of the requests table: the total, then the
+// kinds that make up most of it, largest first.
+func requestText(reqs map[string]uint64, kinds int) string {
+	if reqs == nil {
+		return "-"
+	}
+	type kv struct {
+		op string
+		n  uint64
+	}
+	var all []kv
+	var total uint64
+	for op, n := range reqs {
+		all = append(all, kv{op, n})
+		total += n
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].n != all[j].n {
+			return all[i].n > all[j].n
+		}
+		return all[i].op < all[j].op
+	})
+	text := fmt.Sprint(total)
+	var parts []string
+	for i := 0; i < len(all) && i < kinds; i++ {
+		parts = append(parts, fmt.Sprintf("%s %d", all[i].op, all[i].n))
+	}
+	if len(parts) > 0 {
+		text += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return text
+}
+
+// requestsTable renders the FUSE requests the layerfs servers got in the
+// timed phase of each workload ("" when none were counted).
+func (r *Results) requestsTable() string {
+	var cols []string
+	for _, c := range r.unionColumns() {
+		for _, w := range r.Workloads {
+			if w.Cells[c] != nil && len(w.Cells[c].Requests) > 0 {
+				cols = append(cols, c)
+				break
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return ""
+	}
+	rows := [][]string{append([]string{"requests"}, cols...)}
+	for _, w := range r.Workloads {
+		row := []string{w.Name}
+		for _, c := range cols {
+			row = append(row, requestText(w.Cells[c].medianRequests(), 3))
+		}
+		rows = append(rows, row)
+	}
+	return renderTable(rows, 1)
+}
+
 func maxInt(xs []int64) int64 {
 	var m int64
 	for _, x := range xs {
@@ -450,6 +541,11 @@ func (r *Results) markdown() string {
 	}
 	b.WriteString("## Peak RSS of the FUSE servers\n\nVmHWM of the server process read just before unmount, max over repetitions.\n\n")
 	b.WriteString(r.rssTable())
+	if t := r.requestsTable(); t != "" {
+		b.WriteString("\n## FUSE requests\n\n")
+		b.WriteString("Requests a layerfs server got during the timed phase, as it counts them (`layerfs inspect`), median over repetitions: the total, then the three largest kinds.\n\n")
+		b.WriteString(t)
+	}
 	b.WriteString("\n## Machine\n\n")
 	fmt.Fprintf(&b, "- date: %s\n", m.Date)
 	fmt.Fprintf(&b, "- nproc: %d; CPU: %s; memory: %s\n", m.Nproc, m.CPU, m.MemTotal)

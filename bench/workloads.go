@@ -512,6 +512,9 @@ type trialResult struct {
 	timedOut bool
 	fstype   string
 	warn     []string // did not spoil the timing, but is worth knowing
+	// requests are the FUSE requests a layerfs server got during the
+	// timed phase, by kind; nil for other contenders.
+	requests map[string]uint64
 }
 
 // trial runs one workload on one contender in a fresh scratch directory
@@ -613,7 +616,9 @@ func (b *bench) trial(w *workload, contender string, rep int) (tr trialResult) {
 			return tr
 		}
 	}
+	before := e.m.requests()
 	d, err := phase("run", w.run)
+	tr.requests = requestsSince(before, e.m.requests())
 	tr.rssKiB = e.m.peakRSS()
 	if err != nil {
 		tr.err = err.Error()
