@@ -129,7 +129,9 @@ func TestSignalsAndUmount(t *testing.T) {
 
 func waitMounted(t *testing.T, p string) {
 	t.Helper()
-	for i := 0; i < 100 && !isMounted(p); i++ {
+	// Generous: on a loaded 2-core machine a server can take seconds to
+	// start (a wait, not a measure of speed).
+	for i := 0; i < 600 && !isMounted(p); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if !isMounted(p) {
