@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/test/testns"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,6 +24,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	testns.Enter("test")
 	dir, err := os.MkdirTemp("", "layerfs-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

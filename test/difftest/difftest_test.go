@@ -1,21 +1,18 @@
 package difftest
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"github.com/layerfs/layerfs/unionfs/layout"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/test/testns"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,50 +45,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv("DIFFTEST_HELPER") != "" {
 		os.Exit(helperMain())
 	}
-	if os.Getenv("DIFFTEST_NS") == "" && os.Geteuid() == 0 {
-		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), "DIFFTEST_NS=1")
-		// Go marks / MS_REC|MS_PRIVATE after unsharing CLONE_NEWNS.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-		err := cmd.Run()
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			os.Exit(0)
-		case errors.As(err, &ee):
-			if ee.ExitCode() < 0 {
-				os.Exit(2) // killed by a signal
-			}
-			os.Exit(ee.ExitCode())
-		}
-		fmt.Fprintf(os.Stderr, "difftest: no private mount namespace (%v); running in this one\n", err)
-	}
-	if os.Getenv("DIFFTEST_NS") != "" {
-		dropForeignMounts()
-	}
+	testns.Enter("difftest")
 	stop := evictor()
 	code := m.Run()
 	stop()
 	helpers.closeAll()
 	os.Exit(code)
-}
-
-// dropForeignMounts detaches, in this private mount namespace, the copies
-// of the unions other processes had mounted when it was made: held here,
-// they would outlive their unmount there, keep their FUSE servers serving
-// and their layer dirs in use (the tests of other packages run beside this
-// one).
-func dropForeignMounts() {
-	ms, err := layout.ReadMountInfo()
-	if err != nil {
-		return
-	}
-	for i := len(ms) - 1; i >= 0; i-- {
-		if t := ms[i].FSType; t == "overlay" || strings.HasPrefix(t, "fuse.") {
-			unix.Unmount(ms[i].Mountpoint, unix.MNT_DETACH)
-		}
-	}
 }
 
 // evictor drops the dentry and inode caches every -evict until stopped.
