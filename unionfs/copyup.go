@@ -130,6 +130,13 @@ func (n *node) prepareCopyUp(p *node, name string, how copyMode) (*copyUpOp, sys
 	return op, 0
 }
 
+// metacopy reports whether the copy takes metadata only: where asked
+// for, allowed, and the source is a regular file with data to leave
+// behind.
+func (op *copyUpOp) metacopy() bool {
+	return op.how == metaOnly && op.n.u.metacopy && op.st.Mode&unix.S_IFMT == unix.S_IFREG && op.st.Size > 0
+}
+
 // options are the copy options every copy-up shares.
 func (op *copyUpOp) options() copyup.Options {
 	return copyup.Options{
@@ -176,7 +183,7 @@ func (op *copyUpOp) plain() syscall.Errno {
 	// a userxattr kernel mount follows no metacopy) and the file is one
 	// of its own with data to leave behind.
 	srcLayer := n.topLayer()
-	if op.how == metaOnly && u.metacopy && !op.hardlinked && op.st.Mode&unix.S_IFMT == unix.S_IFREG && op.st.Size > 0 {
+	if op.metacopy() && !op.hardlinked {
 		opt.Metacopy = true
 		opt.SetXattrs[u.ns.Name(whiteout.Metacopy)] = []byte{}
 	}

@@ -46,8 +46,9 @@ func (d *node) findIndex(e *merge.Entry, name string) string {
 		return ""
 	}
 	hexName := whiteout.IndexName(origin)
+	idx := at.Loc{Dir: d.u.index, Name: hexName}
 	var x unix.Statx_t
-	if at.Statx(at.Loc{Dir: d.u.index, Name: hexName}, &x) != nil {
+	if at.Statx(idx, &x) != nil {
 		return ""
 	}
 	if e.Layer == upperLayer && x.Ino != e.Stat.Ino {
@@ -55,10 +56,15 @@ func (d *node) findIndex(e *merge.Entry, name string) string {
 	}
 	x.Nlink = d.u.unionNlink(hexName, x.Nlink)
 	if e.Layer != upperLayer {
-		// An alias: the index inode is what the name shows.
-		ino := e.Stat.Ino
+		// An alias: the index inode is what the name shows. Where it
+		// holds metadata only, this name's lower file is its data.
+		ino, blocks := e.Stat.Ino, e.Stat.Blocks
 		e.Stat = x
 		e.Stat.Ino = ino
+		if whiteout.MayBeMetacopy(&x) && whiteout.IsMetacopy(idx) {
+			e.Metacopy, e.DataLayer = true, e.Layer
+			e.Stat.Blocks = blocks
+		}
 	}
 	e.Stat.Nlink = x.Nlink
 	return hexName
@@ -78,6 +84,8 @@ func (op *copyUpOp) toIndex(ctx context.Context) syscall.Errno {
 		return syscall.ENOTSUP
 	}
 	hexName := whiteout.IndexName(op.origin)
+	idx := at.Loc{Dir: u.index, Name: hexName}
+	var meta bool
 	if !u.hasIndex(hexName) {
 		opt := op.options()
 		opt.SetXattrs = map[string][]byte{
@@ -86,11 +94,42 @@ func (op *copyUpOp) toIndex(ctx context.Context) syscall.Errno {
 			// one link, the index entry.
 			u.ns.Name(whiteout.Nlink): whiteout.FormatNlink(int(op.st.Nlink) - 1),
 		}
-		if err := op.copy(at.Loc{Dir: u.index, Name: hexName}, opt); err != nil && err != unix.EEXIST {
+		// Metadata only, as the kernel copies a hard-linked file up
+		// with metacopy=on: a chmod, or the removal of one name, leaves
+		// the data below.
+		if op.metacopy() {
+			opt.Metacopy = true
+			opt.SetXattrs[u.ns.Name(whiteout.Metacopy)] = []byte{}
+		}
+		err := op.copy(idx, opt)
+		if err != nil && err != unix.EEXIST {
 			return fs.ToErrno(err)
 		}
+		meta = opt.Metacopy
+		if err == unix.EEXIST {
+			meta = whiteout.IsMetacopy(idx) // made meanwhile
+		}
+	} else {
+		meta = whiteout.IsMetacopy(idx)
 	}
-	n.move(func(h *home) { h.index, h.layer, h.copies = hexName, upperLayer, h.copies+1 })
+	// The data of a metacopy index entry is the lower file copied: held
+	// open, since the names the node is reached by may change.
+	dataFd := 0
+	if meta {
+		fd, err := at.Open(op.src, unix.O_PATH)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		u.hold(fd)
+		dataFd = fd
+	}
+	srcLayer := n.topLayer()
+	n.move(func(h *home) {
+		h.index, h.layer, h.copies = hexName, upperLayer, h.copies+1
+		if dataFd > 0 {
+			h.meta, h.dataLayer, h.dataFd = true, srcLayer, dataFd
+		}
+	})
 	return op.parent.linkUp(ctx, op.name, n)
 }
 
@@ -171,7 +210,9 @@ func (d *node) ensureNamed(ctx context.Context, name string, p *merge.Probe) sys
 	if n == nil || (n.home().index == "" && (p.Layer == upperLayer || p.Stat.Nlink <= 1)) {
 		return 0
 	}
-	if errno := n.copyUp(ctx, withData); errno != 0 {
+	// Metadata is enough (where metacopy is on): the data stays with
+	// the other names.
+	if errno := n.copyUp(ctx, metaOnly); errno != 0 {
 		return errno
 	}
 	if errno := d.linkUp(ctx, name, n); errno != 0 {

@@ -259,3 +259,113 @@ func TestMetacopyInLowerLayer(t *testing.T) {
 	assert.Equal(t, "data h", readFile(t, filepath.Join(tu.upper, "h2")))
 	assert.False(t, isMetacopy(filepath.Join(tu.upper, "h2")))
 }
+
+// A lower file with several names is copied up as kernel overlay does
+// with index=on,metacopy=on: a chmod, or the removal of one name, puts
+// its metadata only into the index and leaves the data below; every name
+// reads the lower data, the first write copies it for all names, and the
+// kernel reads the same index.
+func TestMetacopyOfHardLinks(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		must(t, os.MkdirAll(filepath.Join(l[0], "a"), 0o755))
+		must(t, os.MkdirAll(filepath.Join(l[0], "b"), 0o755))
+		must(t, os.WriteFile(filepath.Join(l[0], "a/f"), bigData, 0o644))
+		must(t, os.Link(filepath.Join(l[0], "a/f"), filepath.Join(l[0], "a/g")))
+		must(t, os.Link(filepath.Join(l[0], "a/f"), filepath.Join(l[0], "b/h")))
+		must(t, os.Link(filepath.Join(l[0], "a/f"), filepath.Join(l[0], "b/k")))
+	})
+	lowerBlocks := blocksOf(t, filepath.Join(tu.lowers[0], "a/f"))
+	index := func() string {
+		t.Helper()
+		ents, err := os.ReadDir(filepath.Join(tu.work, "index"))
+		must(t, err)
+		if len(ents) != 1 {
+			t.Fatalf("index holds %d entries, want 1", len(ents))
+		}
+		return filepath.Join(tu.work, "index", ents[0].Name())
+	}
+	metaOnly := func(what string) {
+		t.Helper()
+		assert.True(t, isMetacopy(index()), "%s: the index entry holds metadata only", what)
+		assert.Less(t, blocksOf(t, index()), lowerBlocks/4, "%s: the data stayed below", what)
+	}
+	reads := func(what string, want []byte, mode os.FileMode, nlink uint64, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			sameData(t, want, tu.m(n), what, n)
+			st, err := os.Stat(tu.m(n))
+			must(t, err)
+			assert.Equal(t, mode, st.Mode().Perm(), "%s: mode of %s", what, n)
+			nl, _ := nlinkIno(t, tu.m(n))
+			assert.Equal(t, nlink, nl, "%s: st_nlink of %s", what, n)
+			assert.Equal(t, lowerBlocks, blocksOf(t, tu.m(n)), "%s: st_blocks of %s are its data's", what, n)
+		}
+	}
+
+	must(t, os.Chmod(tu.m("a/g"), 0o600))
+	metaOnly("after chmod")
+	reads("after chmod", bigData, 0o600, 4, "a/f", "a/g", "b/h", "b/k")
+	must(t, os.Remove(tu.m("a/f")))
+	metaOnly("after unlink")
+	reads("after unlink", bigData, 0o600, 3, "a/g", "b/h", "b/k")
+
+	tu.unmount(t)
+	tu.mount(t)
+	reads("after remount", bigData, 0o600, 3, "a/g", "b/h", "b/k")
+	tu.unmount(t)
+	unmountK := kernelOverlay(t, tu.lowers[0], tu.upper, tu.work, tu.mnt, ",redirect_dir=on,index=on,metacopy=on")
+	reads("kernel overlay", bigData, 0o600, 3, "a/g", "b/h", "b/k")
+	unmountK()
+	tu.mount(t)
+
+	// Through a name still only below, after remount: the data comes for
+	// every name.
+	must(t, appendTo(tu.m("b/h"), "+"))
+	assert.False(t, isMetacopy(index()), "a write copies the data")
+	for _, n := range []string{"a/g", "b/h", "b/k"} {
+		sameData(t, plus, tu.m(n), "after a write through b/h", n)
+	}
+	sameData(t, bigData, filepath.Join(tu.lowers[0], "a/f"), "lower unchanged")
+
+	// Removing every name copies no data and leaves no index entry.
+	tu.unmount(t)
+	tu2 := newTestUnion(t, 1, func(l []string, u string) {
+		must(t, os.WriteFile(filepath.Join(l[0], "x"), bigData, 0o644))
+		must(t, os.Link(filepath.Join(l[0], "x"), filepath.Join(l[0], "y")))
+	})
+	must(t, os.Remove(tu2.m("x")))
+	ents, err := os.ReadDir(filepath.Join(tu2.work, "index"))
+	must(t, err)
+	if assert.Len(t, ents, 1, "index after the first unlink") {
+		p := filepath.Join(tu2.work, "index", ents[0].Name())
+		assert.True(t, isMetacopy(p), "unlink of one name copies metadata only")
+	}
+	sameData(t, bigData, tu2.m("y"), "the other name")
+	must(t, os.Remove(tu2.m("y")))
+	ents, err = os.ReadDir(filepath.Join(tu2.work, "index"))
+	must(t, err)
+	assert.Empty(t, ents, "index entries left")
+}
+
+// The kernel's metacopy index entries (index=on,metacopy=on) read the
+// same through layerfs.
+func TestMetacopyOfHardLinksFromKernel(t *testing.T) {
+	tu := newTestUnion(t, 1, func(l []string, u string) {
+		must(t, os.WriteFile(filepath.Join(l[0], "f"), bigData, 0o644))
+		must(t, os.Link(filepath.Join(l[0], "f"), filepath.Join(l[0], "g")))
+	})
+	tu.unmount(t)
+	unmountK := kernelOverlay(t, tu.lowers[0], tu.upper, tu.work, tu.mnt, ",redirect_dir=on,index=on,metacopy=on")
+	must(t, os.Chmod(tu.m("f"), 0o600))
+	unmountK()
+	assert.True(t, isMetacopy(filepath.Join(tu.upper, "f")), "the kernel made a metacopy copy of a hard link")
+	tu.mount(t)
+	for _, n := range []string{"f", "g"} {
+		sameData(t, bigData, tu.m(n), "layerfs reads", n)
+		st, err := os.Stat(tu.m(n))
+		must(t, err)
+		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "mode of %s", n)
+	}
+	must(t, appendTo(tu.m("g"), "+"))
+	sameData(t, plus, tu.m("f"), "f after a write through g")
+}
