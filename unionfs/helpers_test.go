@@ -7,8 +7,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/layerfs/layerfs/test/testns"
 	"golang.org/x/sys/unix"
 )
+
+// The unions the tests mount live in a mount namespace of this package's
+// own (see testns).
+func TestMain(m *testing.M) {
+	testns.Enter("unionfs")
+	os.Exit(m.Run())
+}
 
 // needRoot fails loudly in CI and skips elsewhere when a capability is
 // missing.
