@@ -90,3 +90,40 @@ func inGroup(caller *fuse.Caller, gid uint32) bool {
 	}
 	return true
 }
+
+// With FUSE_HANDLE_KILLPRIV_V2 (negotiated where files get no open
+// handles: see fuseOptions) the kernel leaves clearing the set-id bits to
+// the server and says when: a write or a truncate (SETATTR of the size,
+// an open with O_TRUNC) by a caller without CAP_FSETID, and every chown
+// of a file. It then asks no GETATTR before a chown and probes
+// security.capability once per inode instead of before every write
+// (SB_NOSEC). The capabilities need nothing from us: the upper
+// filesystem drops them itself when the server writes, truncates or
+// chowns.
+
+// killSuidgid clears, after a change the kernel flagged, the set-id bits
+// of the regular file h names as the kernel's should_remove_suid would:
+// S_ISUID, and S_ISGID where group execute is set (the other S_ISGID case
+// is sgidDropper's). It goes through the node tree as root. The kernel
+// keeps the mode it cached across a write or an open: where the mode
+// changed, it is told to ask again.
+func (r rawFS) killSuidgid(c <-chan struct{}, h fuse.InHeader, refresh bool) {
+	h.Caller = fuse.Caller{}
+	var a fuse.AttrOut
+	if r.RawFileSystem.GetAttr(c, &fuse.GetAttrIn{InHeader: h}, &a) != fuse.OK || a.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	kill := a.Mode & unix.S_ISUID
+	if a.Mode&unix.S_IXGRP != 0 {
+		kill |= a.Mode & unix.S_ISGID
+	}
+	if kill == 0 {
+		return
+	}
+	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: h, Valid: fuse.FATTR_MODE, Mode: a.Mode & 07777 &^ kill}}
+	if r.RawFileSystem.SetAttr(c, &in, &a) == fuse.OK && refresh && r.conn.Server != nil {
+		// Attributes only (offset < 0): no page cache lock is taken,
+		// so this may run while the kernel waits for the reply.
+		r.conn.InodeNotify(h.NodeId, -1, 0)
+	}
+}
