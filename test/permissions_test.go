@@ -1056,3 +1056,63 @@ func permReadBack(t *testing.T, tr *tree) string {
 	permMust(t, "umount", mnt)
 	return v
 }
+
+// Set-id bits after a write or a truncate, by every kind of user, for the
+// modes where the rules differ: S_ISUID goes for all but root; S_ISGID
+// goes where group execute is set, and without it only for callers
+// outside the group. layerfs clears them itself when the kernel asks
+// (FUSE_HANDLE_KILLPRIV_V2). With passthrough the kernel's FUSE module
+// does, by the older rule (S_ISGID only with group execute): the modes
+// without group execute are left out there (docs/compat.md).
+func TestPermissionSetIDAfterWrite(t *testing.T) {
+	needRoot(t)
+	t.Run("default", func(t *testing.T) {
+		permSetIDAfterWrite(t, []uint32{0o6777, 0o6767, 0o4777, 0o2777, 0o2767})
+	})
+	t.Run("passthrough", func(t *testing.T) {
+		permSetIDAfterWrite(t, []uint32{0o6777, 0o4777, 0o2777}, "-o", "passthrough")
+	})
+}
+
+func permSetIDAfterWrite(t *testing.T, modes []uint32, layerfsOpts ...string) {
+	t.Helper()
+	ops := []struct {
+		name string
+		user permUser
+		op   permOp
+	}{
+		{"write.root", permRoot, permOp{Op: "write", Value: "w"}},
+		{"write.owner", permOwner, permOp{Op: "write", Value: "w"}},
+		{"write.member", permMember, permOp{Op: "write", Value: "w"}},
+		{"write.other", permOther, permOp{Op: "write", Value: "w"}},
+		{"truncate.member", permMember, permOp{Op: "truncate"}},
+		{"truncate.other", permOther, permOp{Op: "truncate"}},
+	}
+	states := []string{"lower", "upper"}
+	name := func(s string, mode uint32, op string) string { return fmt.Sprintf("sid/%s.%04o.%s", s, mode, op) }
+	sides := permPair(t, func(lower, upper string) {
+		for _, layer := range []string{lower, upper} {
+			permMkdir(t, filepath.Join(layer, "sid"), 0o777, 0, 0)
+		}
+		for _, s := range states {
+			layer := map[string]string{"lower": lower, "upper": upper}[s]
+			for _, m := range modes {
+				for _, o := range ops {
+					permMkfile(t, filepath.Join(layer, name(s, m, o.name)), "data", m, permFileUID, permFileGID)
+				}
+			}
+		}
+	}, layerfsOpts...)
+	var cases []permCase
+	for _, s := range states {
+		for _, m := range modes {
+			for _, o := range ops {
+				op := o.op
+				op.Path, op.Umask = name(s, m, o.name), 0o22
+				cases = append(cases, permCase{name: op.Path, user: o.user, ops: []permOp{op}, view: []string{op.Path}})
+			}
+		}
+	}
+	res := permRun(t, sides, cases)
+	permCompare(t, "set-id bits after a write", cases, res)
+}
