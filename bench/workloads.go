@@ -351,6 +351,7 @@ func allWorkloads() []*workload {
 			warm:  gitStatus,
 			run:   gitStatus,
 		},
+		buildWorkload(),
 	}
 }
 
