@@ -2,6 +2,7 @@ package test
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +101,47 @@ func TestReadOnlyUnionAndFlags(t *testing.T) {
 	}
 	tr.unmount(t)
 	assert.Equal(t, before, snapshot(t, tr.root), "a read-only union changed its layers")
+}
+
+// A read-only mount of layers a writable mount is using (containerd mounts
+// a running container's snapshot again, with ro, to read its /etc/passwd):
+// it shows the union as the writable mount does, takes no work dir, and
+// refuses writes; the writable mount and the layers go on unchanged.
+func TestReadOnlyBesideWritableMount(t *testing.T) {
+	needRoot(t)
+	tr := newTree(t, 1)
+	writeFile(t, filepath.Join(tr.lowers[0], "etc/passwd"), "root:x:0:0::/root:/bin/sh\n")
+	writeFile(t, filepath.Join(tr.lowers[0], "gone"), "g")
+	writeFile(t, filepath.Join(tr.lowers[0], "dir/a"), "a")
+	tr.mount(t)
+	dxAppend(t, filepath.Join(tr.mnt, "etc/passwd"), "app:x:1000:1000::/:/bin/sh\n")
+	noErr(t, os.Remove(filepath.Join(tr.mnt, "gone")))
+	noErr(t, os.RemoveAll(filepath.Join(tr.mnt, "dir")))
+	writeFile(t, filepath.Join(tr.mnt, "dir/b"), "b")
+
+	ro := filepath.Join(tr.root, "ro")
+	noErr(t, os.Mkdir(ro, 0o755))
+	cleanupMount(t, ro)
+	upperBefore, workBefore := snapshot(t, tr.upper), snapshot(t, tr.work)
+	r := run(t, binary, "--driver=fuse", "-o", tr.opts()+",ro", ro)
+	if r.code != 0 {
+		t.Fatalf("a read-only mount beside the writable one: exit %d: %s", r.code, r.stderr)
+	}
+	for _, p := range []string{"etc/passwd", "dir/b"} {
+		assert.Equal(t, readFile(t, filepath.Join(tr.mnt, p)), readFile(t, filepath.Join(ro, p)), p)
+	}
+	for _, p := range []string{"gone", "dir/a"} {
+		_, err := os.Lstat(filepath.Join(ro, p))
+		assert.ErrorIs(t, err, fs.ErrNotExist, "%s was removed through the writable mount", p)
+	}
+	assert.ErrorIs(t, os.WriteFile(filepath.Join(ro, "new"), nil, 0o644), syscall.EROFS)
+	if r := run(t, "umount", ro); r.code != 0 {
+		t.Fatalf("umount: %s", r.stderr)
+	}
+	assert.Equal(t, upperBefore, snapshot(t, tr.upper), "the read-only mount changed the upper dir")
+	assert.Equal(t, workBefore, snapshot(t, tr.work), "the read-only mount changed the work dir")
+	writeFile(t, filepath.Join(tr.mnt, "still"), "writable")
+	tr.unmount(t)
 }
 
 // SIGTERM unmounts and ends the server; so does umount.

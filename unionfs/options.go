@@ -99,5 +99,13 @@ func (o *Options) validate() (*layout, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.ReadOnly && l.Upper != "" {
+		// A read-only mount leaves the upper as it is: served as the top
+		// lower layer, it needs no work dir, so it may sit beside the
+		// writable mount that holds the work dir (a container engine
+		// mounts a running container's layers again to read its
+		// /etc/passwd, as containerd does with kernel overlay).
+		l.Lowers, l.Upper, l.Work = append([]string{l.Upper}, l.Lowers...), "", ""
+	}
 	return &layout{lowers: l.Lowers, upper: l.Upper, work: l.Work, mountpoint: mp}, nil
 }
