@@ -63,7 +63,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	var showVersion bool
 	fl.StringVar(&c.driver, "driver", "fuse", "layerfs driver= for each mount: fuse (always a FUSE mount), auto (kernel overlay where layerfs finds it can serve), kernel, or \"\" for layerfs's default")
 	fl.BoolVar(&c.asyncRemove, "async-remove", true, "remove snapshot directories in containerd's Cleanup call rather than in Remove")
-	fl.StringVar(&c.userxattr, "userxattr", "auto", "store overlay xattrs as user.overlay.* (on, off, auto: on inside a user namespace)")
+	fl.StringVar(&c.userxattr, "userxattr", "auto", "store overlay xattrs as user.overlay.* rather than trusted.overlay.*: on, or auto (on inside a user namespace, where trusted.* is out of reach)")
 	fl.BoolVarP(&showVersion, "version", "V", false, "print the version")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
@@ -87,9 +87,9 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 		return nil, &exitError{2, fmt.Sprintf("--driver=%s: want fuse, auto or kernel", c.driver)}
 	}
 	switch c.userxattr {
-	case "on", "off", "auto":
+	case "on", "auto":
 	default:
-		return nil, &exitError{2, fmt.Sprintf("--userxattr=%s: want on, off or auto", c.userxattr)}
+		return nil, &exitError{2, fmt.Sprintf("--userxattr=%s: want on or auto", c.userxattr)}
 	}
 	pos := fl.Args()
 	if len(pos) != 2 {
@@ -110,14 +110,13 @@ func overlayOptions(c *config) []overlay.Opt {
 	if c.asyncRemove {
 		opts = append(opts, overlay.AsynchronousRemove)
 	}
-	var mo []string
+	// Given "userxattr", the overlay snapshotter does not probe for it,
+	// which in a user namespace it would do with a kernel overlay mount.
+	// (It adds index=off where the kernel module has that parameter.)
 	if c.userxattr == "on" || (c.userxattr == "auto" && userns.RunningInUserNS()) {
-		mo = append(mo, "userxattr")
+		opts = append(opts, overlay.WithMountOptions([]string{"userxattr"}))
 	}
-	// "index" stops the overlay snapshotter from probing the kernel
-	// module for it; layerfs keeps no index either way.
-	mo = append(mo, "index=off")
-	return append(opts, overlay.WithMountOptions(mo))
+	return opts
 }
 
 func main() {

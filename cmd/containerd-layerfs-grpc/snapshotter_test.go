@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/mount"
+	"github.com/containerd/containerd/pkg/userns"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/overlay"
 )
@@ -68,7 +69,7 @@ func TestTranslateDoesNotAlias(t *testing.T) {
 // layerfs mounts naming the snapshot directories.
 func TestSnapshotter(t *testing.T) {
 	root := t.TempDir()
-	inner, err := overlay.NewSnapshotter(root, overlayOptions(&config{asyncRemove: true, userxattr: "off"})...)
+	inner, err := overlay.NewSnapshotter(root, overlayOptions(&config{asyncRemove: true, userxattr: "auto"})...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,11 +115,11 @@ func TestSnapshotter(t *testing.T) {
 				t.Errorf("%s: options %q lack %s under %s", call.name, opts, k, root)
 			}
 		}
-		if !strings.HasSuffix(opts, ",driver=fuse") || !strings.Contains(opts, "index=off") {
+		if !strings.HasSuffix(opts, ",driver=fuse") {
 			t.Errorf("%s: options %q", call.name, opts)
 		}
-		if strings.Contains(opts, "userxattr") {
-			t.Errorf("%s: userxattr with --userxattr=off: %q", call.name, opts)
+		if strings.Contains(opts, "userxattr") != userns.RunningInUserNS() {
+			t.Errorf("%s: userxattr in %q, in a user namespace: %v", call.name, opts, userns.RunningInUserNS())
 		}
 	}
 	// A view of one layer is a read-only bind mount.
@@ -162,7 +163,7 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"/s"}, 2, "want SOCKET and ROOT, got 1 argument(s)"},
 		{[]string{"/s", "/r", "/x"}, 2, "got 3 argument(s)"},
 		{[]string{"--driver=nope", "/s", "/r"}, 2, "--driver=nope: want fuse, auto or kernel"},
-		{[]string{"--userxattr=maybe", "/s", "/r"}, 2, "--userxattr=maybe"},
+		{[]string{"--userxattr=off", "/s", "/r"}, 2, "--userxattr=off: want on or auto"},
 		{[]string{"--nope", "/s", "/r"}, 2, "unknown flag: --nope"},
 		{[]string{"", "/r"}, 2, "must not be empty"},
 	} {
