@@ -34,6 +34,9 @@ fi
 top=$(mktemp -d /tmp/lfd-ctrd.XXXXXX)
 chmod 755 "$top"
 mount -t tmpfs -o mode=755 lfd-ctrd-run /run
+# ctr mounts snapshots for some commands itself, in $TMPDIR.
+mkdir -m 1777 "$top/tmp"
+export TMPDIR=$top/tmp
 user=layerfs-ctrd
 fuse_mode=$(stat -c %a /dev/fuse)
 made_user=
@@ -209,6 +212,7 @@ scenario() { # scenario CTR SN NAME
 	check "$name: ctr snapshots diff" to "$top/$name.diff.tar" \
 		$c snapshots --snapshotter "$sn" diff --media-type application/vnd.oci.image.layer.v1.tar "w-$sn"
 	diffl[$name]=$(tar_listing "$top/$name.diff.tar")
+	[ "$sn" = overlayfs ] || echo "${diffl[$name]}" | sed 's/^/     | diff: /'
 	mkdir -p "$top/$name.diff" && tar --warning=no-timestamp -C "$top/$name.diff" -xf "$top/$name.diff.tar"
 	for want in ' etc/motd$' ' etc/motd-link -> motd$' ' .wh.rmfile$' ' .wh.rmdir$' ' .wh.ren$' ' ren2/f1$' ' ren2/sub/f2$' ' ren2/new$' \
 		' newdir/s/x$' '^-rw------- 0/0 5 d/keep$' ' d/.wh.old$' ' opq/.wh.c$' ' opq/added$'; do
@@ -271,7 +275,10 @@ for sn in overlayfs layerfs; do
 	check "$sn: uid 1000 in the container reads and writes the rootfs" test "$out" = "$(printf '1000\nbase\nlayer2\nc\nhi')"
 	out=$(ctr_root t exec --exec-id u2 --user 1000 "u-$sn" id -u 2>&1)
 	echo "$sn: ctr tasks exec --user 1000 (uid alone): $(sed "s|$top|\$T|g" <<<"$out" | head -c 400)"
-	[ "$sn" = overlayfs ] || check "$sn: the rootfs is a fuse.layerfs mount" test -n "$(layerfs_mounts "$r/state")"
+	out=$(ctr_root t exec --exec-id m1 "u-$sn" sh -c "grep -m1 ' / ' /proc/mounts" 2>&1 | cut -d' ' -f3)
+	want=overlay; [ "$sn" = overlayfs ] || want=fuse.layerfs
+	check "$sn: in the container, / is $want" test "$out" = "$want"
+	[ "$sn" = overlayfs ] || check "$sn: on the host, the rootfs is a fuse.layerfs mount" test -n "$(layerfs_mounts "$r/state")"
 	ctr_root t rm -f "u-$sn" > /dev/null 2>&1
 	check "$sn: ctr c rm" ctr_root c rm "u-$sn"
 done
