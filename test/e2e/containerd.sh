@@ -58,9 +58,10 @@ cleanup() {
 		for m in "${namespaces[@]}"; do [ "$ns" != "$m" ] || kill -9 "$p" 2>/dev/null; done
 	done
 	rm -rf "$top" 2>/dev/null
-	[ -z "$made_user" ] || userdel -r "$user" >/dev/null 2>&1
+	[ -z "$made_user" ] || userdel "$user" || echo "e2e: user $user left behind"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 
 # --- the snapshotter binary
 snap=${CONTAINERD_LAYERFS_GRPC:-}
@@ -278,7 +279,10 @@ for sn in overlayfs layerfs; do
 	out=$(ctr_root t exec --exec-id m1 "u-$sn" sh -c "grep -m1 ' / ' /proc/mounts" 2>&1 | cut -d' ' -f3)
 	want=overlay; [ "$sn" = overlayfs ] || want=fuse.layerfs
 	check "$sn: in the container, / is $want" test "$out" = "$want"
-	[ "$sn" = overlayfs ] || check "$sn: on the host, the rootfs is a fuse.layerfs mount" test -n "$(layerfs_mounts "$r/state")"
+	if [ "$sn" = layerfs ]; then
+		check "$sn: on the host, the rootfs is a fuse.layerfs mount" test -n "$(layerfs_mounts "$r/state")"
+		check "$sn: a layerfs server serves it" test -n "$(layerfs_servers "$r/layerfs/snapshots")"
+	fi
 	ctr_root t rm -f "u-$sn" > /dev/null 2>&1
 	check "$sn: ctr c rm" ctr_root c rm "u-$sn"
 done
@@ -295,10 +299,15 @@ check "rootful: the snapshotter stops on SIGTERM and removes its socket" test ! 
 # /dev/fuse itself (allowed since Linux 4.18), so the snapshotter needs no
 # other mode.
 echo "== rootless"
+# A uid of its own, away from the small ones other tests use by number
+# (a user whose uid is in use cannot be deleted).
 if ! id "$user" > /dev/null 2>&1; then
-	useradd --create-home --shell /bin/sh "$user" && made_user=1
+	ruid=47301
+	while getent passwd "$ruid" > /dev/null || getent group "$ruid" > /dev/null; do ruid=$((ruid + 1)); done
+	useradd --uid "$ruid" --user-group --no-create-home --home-dir "$top/rootless" --shell /bin/sh "$user" && made_user=1
 fi
-grep -q "^$user:" /etc/subuid || usermod --add-subuids 400000-465535 --add-subgids 400000-465535 "$user"
+grep -q "^$user:" /etc/subuid || usermod --add-subuids 400000-465535 "$user"
+grep -q "^$user:" /etc/subgid || usermod --add-subgids 400000-465535 "$user"
 uid=$(id -u "$user")
 chmod 666 /dev/fuse
 h=$top/rootless
