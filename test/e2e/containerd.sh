@@ -174,7 +174,7 @@ containerd --config "$r/config.toml" > "$r/containerd.log" 2>&1 &
 ctrd_pid=$!; pids+=("$ctrd_pid")
 ctr_root() { ctr -a "$r/containerd.sock" -n e2e "$@"; }
 wait_socket "$r/layerfs.sock" "$snap_pid" containerd-layerfs-grpc && wait_socket "$r/containerd.sock" "$ctrd_pid" containerd ||
-	{ tail -5 "$r"/*.log; exit 1; }
+	{ tail -n 5 "$r"/*.log; exit 1; }
 echo "rootful: containerd $(ctr_root version 2>/dev/null | sed -n '/^Server/,$s/^ *Version: *//p'), snapshotter pid $snap_pid"
 
 # read SNAPSHOTTER NAME: what a container of the image sees
@@ -366,7 +366,7 @@ else
 		ns_mounts | sed "s|$top|\$T|g; s/^/     | left: /"
 		check "rootless: no layerfs server left" settle layerfs_servers "$h"
 	else
-		check "rootless: containerd and the snapshotter start ($(tail -2 "$h"/*.log | tr '\n' ' '))" false
+		check "rootless: containerd and the snapshotter start ($(tail -n 2 "$h"/*.log | tr '\n' ' '))" false
 	fi
 fi
 
