@@ -6,8 +6,9 @@
 # dir), runs containers that read it and change it, checks the snapshot's
 # mounts, `ctr snapshots diff` (against overlayfs's), commit, a snapshot
 # over the commit, a non-root user in the container and that nothing
-# (mount, server) is left behind; then the same without root: containerd
-# and the snapshotter in a rootlesskit user namespace.
+# (mount, server) is left behind; then, without root (containerd and the
+# snapshotter in rootlesskit's user namespace), import, run, change, diff,
+# commit and clean up again.
 #
 # usage: test/e2e/containerd.sh PATH-TO-LAYERFS     (as root; installs
 # containerd, runc, busybox-static, fuse3, rootlesskit and uidmap from
@@ -39,12 +40,12 @@ mkdir -m 1777 "$top/tmp"
 export TMPDIR=$top/tmp
 user=layerfs-ctrd
 fuse_mode=$(stat -c %a /dev/fuse)
-made_user=
+made_user= fuse_changed=
 pids=()
 namespaces=("$(readlink /proc/self/ns/mnt)")
 cleanup() {
 	local p m ns
-	chmod "$fuse_mode" /dev/fuse
+	[ -z "$fuse_changed" ] || chmod "$fuse_mode" /dev/fuse
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	sleep 0.5
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
@@ -177,7 +178,9 @@ wait_socket "$r/layerfs.sock" "$snap_pid" containerd-layerfs-grpc && wait_socket
 	{ tail -n 5 "$r"/*.log; exit 1; }
 echo "rootful: containerd $(ctr_root version 2>/dev/null | sed -n '/^Server/,$s/^ *Version: *//p'), snapshotter pid $snap_pid"
 
-# read SNAPSHOTTER NAME: what a container of the image sees
+# What containers run: read_image reads the image, change changes it (a
+# file written, a lower file and dir deleted, a lower dir renamed, ...),
+# after_change reads the changed tree.
 read_image='cat /etc/motd; ls /opq; ls /d; test -e /gone && echo GONE-IS-BACK; test -e /gonedir && echo GONEDIR-IS-BACK; test -e /opq/sub && echo OPQ-SUB-IS-BACK; true'
 change='echo w >> /etc/motd; rm /rmfile; rm -r /rmdir; mv /ren /ren2; echo n > /ren2/new
 	mkdir -p /newdir/s; echo x > /newdir/s/x; chmod 600 /d/keep; ln -s motd /etc/motd-link
@@ -309,7 +312,7 @@ fi
 grep -q "^$user:" /etc/subuid || usermod --add-subuids 400000-465535 "$user"
 grep -q "^$user:" /etc/subgid || usermod --add-subgids 400000-465535 "$user"
 uid=$(id -u "$user")
-chmod 666 /dev/fuse
+chmod 666 /dev/fuse; fuse_changed=1
 h=$top/rootless
 mkdir -p "$h/run"
 conf "$h"
@@ -343,6 +346,8 @@ else
 		out=$(ctr_user run --rm --cgroup "" --cpu-shares 0 --snapshotter layerfs "$img" r-rl sh -c "$read_image" 2>&1)
 		check "rootless: ctr run reads the image" test "$out" = "${seen[overlayfs.read]}"
 		[ "$out" = "${seen[overlayfs.read]}" ] || echo "$out" | sed 's/^/     | /'
+		out=$(ctr_user run --rm --cgroup "" --cpu-shares 0 --snapshotter layerfs "$img" m-rl grep -m1 ' / ' /proc/mounts 2>&1)
+		check "rootless: in the container, / is fuse.layerfs" test "$(cut -d' ' -f3 <<<"$out")" = fuse.layerfs
 		out=$(ctr_user run --cgroup "" --cpu-shares 0 --snapshotter layerfs "$img" w-rl sh -ec "$change; $after_change" 2>&1)
 		check "rootless: a container writes, deletes and renames (sees what overlayfs's did)" test "$out" = "${seen[overlayfs.write]}"
 		[ "$out" = "${seen[overlayfs.write]}" ] || echo "$out" | sed 's/^/     | /'
@@ -351,6 +356,8 @@ else
 		check "rootless: ctr snapshots diff" to "$top/rootless.diff.tar" \
 			ctr_user snapshots --snapshotter layerfs diff --media-type application/vnd.oci.image.layer.v1.tar w-rl
 		check "rootless: the diff lists what overlayfs's lists" test "$(tar_listing "$top/rootless.diff.tar")" = "${diffl[overlayfs]}"
+		mkdir -p "$top/rootless.diff" && tar --warning=no-timestamp -C "$top/rootless.diff" -xf "$top/rootless.diff.tar"
+		check "rootless: the diff's content is overlayfs's" diff -r "$top/overlayfs.diff" "$top/rootless.diff"
 		quiet ctr_user snapshots --snapshotter layerfs label w-rl containerd.io/gc.root=e2e
 		ctr_user c rm --keep-snapshot w-rl
 		check "rootless: ctr snapshots commit" ctr_user snapshots --snapshotter layerfs commit w-rl-commit w-rl
