@@ -28,7 +28,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${LFD_CTRD_INNER:-}" ]; then
 	need_packages e2e containerd:containerd ctr:containerd runc:runc busybox:busybox-static \
 		mount.fuse3:fuse3 rootlesskit:rootlesskit newuidmap:uidmap nsenter:util-linux \
-		setpriv:util-linux unshare:util-linux
+		setpriv:util-linux unshare:util-linux getfattr:attr
 	LFD_CTRD_INNER=1 exec unshare --mount --propagation private "$0" "$@"
 fi
 
@@ -135,6 +135,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
   address = "$1/layerfs.sock"
 EOF
 }
+# reachable CTR: up to 60 s for containerd to reach the layerfs
+# snapshotter (a proxy plugin is dialled lazily; on a loaded machine the
+# first call may time out)
+reachable() {
+	local i
+	for i in $(seq 60); do "$@" snapshots --snapshotter layerfs ls > /dev/null 2>&1 && return 0; sleep 1; done
+	return 1
+}
 # wait_socket PATH PID NAME: up to 60 s for a server to listen
 wait_socket() {
 	local i
@@ -158,10 +166,23 @@ settle() {
 	for i in $(seq 100); do [ -z "$("$@")" ] && return 0; sleep 0.1; done
 	return 1
 }
+# ondisk DIR: each entry of a layer or upper dir as kernel overlay reads it:
+# type, mode, owner, size (files), device (whiteouts), overlay xattrs
+ondisk() {
+	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort | while read -r f; do
+		printf '%s %s' "$f" "$(stat -c '%F %a %u:%g' "$f")"
+		case $(stat -c %F "$f") in
+		"regular file" | "regular empty file") printf ' %s' "$(stat -c %s "$f")" ;;
+		"character special file") printf ' %s' "$(stat -c %t:%T "$f")" ;;
+		esac
+		getfattr --absolute-names -h -d -m '^(trusted|user)\.overlay\.' "$f" 2>/dev/null | grep -v '^#' | grep . | sort | sed 's/^/ /' | tr -d '\n'
+		echo
+	done)
+}
 layerfs_servers() { # layerfs processes whose command line names $1
 	local p
 	for p in $(pgrep -x layerfs; pgrep -f "^$layerfs "); do
-		tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$1" && echo "$p"
+		{ tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -qF "$1" && echo "$p"
 	done
 }
 
@@ -171,11 +192,11 @@ mkdir -p "$r"
 conf "$r"
 "$snap" "$r/layerfs.sock" "$r/layerfs" > "$r/snapshotter.log" 2>&1 &
 snap_pid=$!; pids+=("$snap_pid")
+wait_socket "$r/layerfs.sock" "$snap_pid" containerd-layerfs-grpc || { tail -n 5 "$r"/*.log; exit 1; }
 containerd --config "$r/config.toml" > "$r/containerd.log" 2>&1 &
 ctrd_pid=$!; pids+=("$ctrd_pid")
 ctr_root() { ctr -a "$r/containerd.sock" -n e2e "$@"; }
-wait_socket "$r/layerfs.sock" "$snap_pid" containerd-layerfs-grpc && wait_socket "$r/containerd.sock" "$ctrd_pid" containerd ||
-	{ tail -n 5 "$r"/*.log; exit 1; }
+wait_socket "$r/containerd.sock" "$ctrd_pid" containerd && reachable ctr_root || { tail -n 5 "$r"/*.log; exit 1; }
 echo "rootful: containerd $(ctr_root version 2>/dev/null | sed -n '/^Server/,$s/^ *Version: *//p'), snapshotter pid $snap_pid"
 
 # What containers run: read_image reads the image, change changes it (a
@@ -187,7 +208,7 @@ change='echo w >> /etc/motd; rm /rmfile; rm -r /rmdir; mv /ren /ren2; echo n > /
 	rm /opq/c; rm /d/old; echo added > /opq/added'
 after_change='cat /etc/motd; ls /ren2 /ren2/sub /newdir/s; cat /ren2/new; stat -c "mode=%a" /d/keep; ls /opq; ls /d
 	test -e /rmfile && echo RMFILE-IS-BACK; test -e /rmdir && echo RMDIR-IS-BACK; test -e /ren && echo REN-IS-BACK; true'
-declare -A seen diffl
+declare -A seen diffl disk
 scenario() { # scenario CTR SN NAME
 	local c=$1 sn=$2 name=$3 out
 	echo "== $name"
@@ -207,6 +228,10 @@ scenario() { # scenario CTR SN NAME
 	check "$name: a container writes, deletes and renames lower files and dirs" test $? = 0
 	seen[$name.write]=$out
 	local mounts; mounts=$($c snapshots --snapshotter "$sn" mounts /x "w-$sn")
+	# The image's second layer (applied through the snapshotter's mount)
+	# and the container's upper dir, as they lie on disk.
+	disk[$name.layer2]=$(ondisk "$(grep -o 'lowerdir=[^:,]*' <<<"$mounts" | cut -d= -f2)")
+	disk[$name.upper]=$(ondisk "$(grep -o 'upperdir=[^,]*' <<<"$mounts" | cut -d= -f2)")
 	echo "$name: the container's snapshot mounts: $(sed "s|$top|\$T|g" <<<"$mounts")"
 	if [ "$sn" = layerfs ]; then
 		check "$name: the active snapshot's mount is fuse3.layerfs" grep -q "^mount -t fuse3.layerfs layerfs /x -o .*upperdir=.*lowerdir=" <<<"$mounts"
@@ -267,6 +292,29 @@ check "layerfs vs overlayfs: the diff tars list the same members (type, mode, ow
 [ "${diffl[layerfs]}" = "${diffl[overlayfs]}" ] ||
 	diff <(echo "${diffl[overlayfs]}") <(echo "${diffl[layerfs]}") | sed 's/^/     | overlayfs vs layerfs diff: /'
 check "layerfs vs overlayfs: the diff tars' contents are the same" diff -r "$top/overlayfs.diff" "$top/layerfs.diff"
+# On disk both are kernel overlay's format: whiteouts are 0/0 character
+# devices, no OCI .wh. file is left. How the layers say the rest differs,
+# and is shown, not checked: containerd applies a layer straight into an
+# overlayfs snapshot (an opaque dir gets the opaque xattr) but through the
+# mount for any other snapshotter (the applier deletes what the opaque dir
+# hides, and layerfs writes a whiteout for each); and layerfs renames a
+# lower dir with a redirect and changes a mode by a metadata-only copy,
+# where this kernel's overlay (redirect_dir and metacopy off) copies.
+wh='character special file 0 0:0 0:0'
+for sn in overlayfs layerfs; do
+	for f in gone gonedir; do
+		check "$sn: on disk, layer 2 has a whiteout for /$f" grep -qxF "./$f $wh" <<<"${disk[$sn.layer2]}"
+	done
+	for f in rmfile rmdir ren d/old opq/c; do
+		check "$sn: on disk, the container's upper dir has a whiteout for /$f" grep -qxF "./$f $wh" <<<"${disk[$sn.upper]}"
+	done
+	check "$sn: on disk, no OCI .wh. file in layer 2 or the upper dir" not grep -q '\.wh\.' <<<"${disk[$sn.layer2]}${disk[$sn.upper]}"
+done
+strip_origin() { sed -E 's/ (trusted|user)\.overlay\.origin=[^ ]*//'; } # file handles differ anyway
+for k in layer2 upper; do
+	echo "layerfs vs overlayfs: $k on disk (shown, not checked; trusted.overlay.origin left out):"
+	diff <(strip_origin <<<"${disk[overlayfs.$k]}") <(strip_origin <<<"${disk[layerfs.$k]}") | sed "s/^/     | $k, overlayfs vs layerfs: /"
+done
 
 # A user other than root in the container: the mount lets every user in.
 # (ctr 1.6 run has no --user; ctr tasks exec has.) With a uid alone, ctr
@@ -334,11 +382,10 @@ else
 	in_ns() { as_user nsenter -U --preserve-credentials -m -t "$child" "$@"; }
 	in_ns "$snap" "$h/layerfs.sock" "$h/layerfs" > "$h/snapshotter.log" 2>&1 &
 	pids+=($!)
-	in_ns containerd --config "$h/config.toml" > "$h/containerd.log" 2>&1 &
-	pids+=($!)
 	ctr_user() { in_ns ctr -a "$h/containerd.sock" -n e2e "$@"; }
-	if wait_socket "$h/layerfs.sock" "${pids[-2]}" "rootless containerd-layerfs-grpc" &&
-		wait_socket "$h/containerd.sock" "${pids[-1]}" "rootless containerd"; then
+	if wait_socket "$h/layerfs.sock" "${pids[-1]}" "rootless containerd-layerfs-grpc" &&
+		{ in_ns containerd --config "$h/config.toml" > "$h/containerd.log" 2>&1 & pids+=($!); } &&
+		wait_socket "$h/containerd.sock" "${pids[-1]}" "rootless containerd" && reachable ctr_user; then
 		check "rootless: ctr images import (unpack with layerfs)" quiet ctr_user images import --snapshotter layerfs "$top/img/image.tar"
 		# cgroup v1 is out of a rootless runc's reach: --cgroup "" asks
 		# for no cgroup, --cpu-shares 0 for no cpu limit (ctr's default
