@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/layerfs
 
-.PHONY: all build demo test e2e difftest bench fuzz fuzz-mount vet deps clean install
+.PHONY: all build containerd-snapshotter demo test e2e difftest bench fuzz fuzz-mount vet deps clean install
 FUZZTIME ?= 10s
 N ?= 300
 PREFIX ?= /usr/local
@@ -11,6 +11,11 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/layerfs
+
+# The containerd proxy snapshotter (docs/containerd.md): a module of its
+# own, so that containerd's dependencies stay out of layerfs's.
+containerd-snapshotter:
+	cd cmd/containerd-layerfs-grpc && $(GO) mod download && $(GO) build -o ../../bin/containerd-layerfs-grpc .
 
 # System packages the demo and the tests use (root, Debian).
 deps:
