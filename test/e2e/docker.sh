@@ -54,6 +54,12 @@ cleanup() {
 		stop_pid "$top/$n/dockerd.pid"
 		stop_pid "$top/$n/containerd.pid"
 	done
+	# containers a killed dockerd left running (runc's state is in our exec-roots)
+	local r c
+	for r in "$top"/*/exec/runtime-runc/moby; do
+		[ -d "$r" ] || continue
+		for c in $(runc --root "$r" list -q 2>/dev/null); do runc --root "$r" kill "$c" KILL 2>/dev/null; done
+	done
 	pkill -f "containerd-shim-runc-v2 .*$top/" 2>/dev/null
 	for m in $(grep -o " $top/[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
 	pkill -f "lowerdir=$top/" 2>/dev/null
@@ -177,6 +183,11 @@ phase1() { # phase1 DAEMON
 	ls "$(cat "$o/c1.upper")" > "$o/c1.upperls" 2>&1
 	python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["Data"]; print(d["MergedDir"])' "$o/c1.gd" > "$o/c1.merged" 2>/dev/null
 	awk -v m="$(cat "$o/c1.merged")" '$2 == m {print $3}' /proc/mounts > "$o/c1.fstype"
+	# 4.3 steps 5 and 6: the driver's home holds a dir per layer (an -init
+	# one per container) and l/ a short link to each one's diff
+	local home=$top/$n/data/overlay2; [ "$n" = lf ] && home=$top/$n/data/fuse-overlayfs
+	ls "$home" | grep -vx l | sort > "$o/c1.layers"
+	for l in "$home"/l/*; do readlink "$l"; done | sed -n 's|^\.\./\(.*\)/diff$|\1|p' | sort > "$o/c1.links"
 	rec "$n" c1rm dk "$n" rm -f c1
 	# the container that changes the tree
 	rec "$n" c2 dk "$n" run --name c2 --network none lfd/multi:1 sh -ec "$changes"
@@ -206,11 +217,18 @@ check "container view equal on both daemons (whiteouts, opaque dir)" same view
 check "lf: whiteout'd files of layers 1 and 2 are gone" not grep -qxE 'gone2?|\.wh\..*' "$out/lf/view"
 check "lf: opaque /opq shows only layer 3's entry" test "$(sed -n '/^--$/,/^--$/p' "$out/lf/view" | tr '\n' ' ')" = "-- . .. top -- "
 check "lf: /etc/motd from layer 2" has lf view l2
+layout_ok() { # the driver's home while c1 ran
+	cmp -s "$out/$1/c1.layers" "$out/$1/c1.links" && test "$(wc -l < "$out/$1/c1.layers")" = 5 &&
+		test "$(grep -c -- '-init$' "$out/$1/c1.layers")" = 1 && return 0
+	echo "     | layer dirs: $(tr '\n' ' ' < "$out/$1/c1.layers"); l/ links to: $(tr '\n' ' ' < "$out/$1/c1.links")"
+	return 1
+}
 for n in o2 lf; do
 	check "$n: run -d (4.3 step 1)" rc0 $n c1
 	check "$n: GraphDriver has LowerDir, MergedDir, UpperDir, WorkDir" \
 		python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["Data"]; sys.exit(not all(d.get(k) for k in ("LowerDir","MergedDir","UpperDir","WorkDir")) or len(d["LowerDir"].split(":")) != 4)' "$out/$n/c1.gd"
 	check "$n: exec touch /hello-from-container lands in UpperDir (4.3 step 4)" grep -qx hello-from-container "$out/$n/c1.upperls"
+	check "$n: 3 image layers, the container's and its -init, each with a link in l/ (4.3 steps 5, 6)" layout_ok $n
 	check "$n: docker rm -f of the running container" rc0 $n c1rm
 done
 check "o2: GraphDriver Name overlay2" grep -q '"Name":"overlay2"' "$out/o2/c1.gd"
