@@ -47,8 +47,12 @@ stop_pid() { # stop_pid PIDFILE: SIGTERM, up to 40 s, then SIGKILL
 	kill -0 "$pid" 2>/dev/null && { echo "     | $1: SIGKILL"; kill -KILL "$pid"; sleep 0.2; }
 	rm -f "$1"
 }
+bg=""
 cleanup() {
 	local n
+	# phases still running in the background (killed or failed run) must
+	# not go on driving the daemons, nor start one again
+	[ -z "$bg" ] || kill $bg 2>/dev/null
 	for n in o2 lf; do
 		[ -d "$top/$n" ] || continue
 		stop_pid "$top/$n/dockerd.pid"
@@ -66,6 +70,8 @@ cleanup() {
 	rm -rf "$top" 2>/dev/null
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 dk() { local n=$1; shift; "$DOCKER" -H "unix://$top/$n/docker.sock" "$@"; }
 
@@ -129,7 +135,9 @@ both() {
 	local f=$1 a b; shift
 	"$f" o2 "$@" & a=$!
 	"$f" lf "$@" & b=$!
+	bg="$a $b"
 	wait $a $b
+	bg=""
 }
 t0=$SECONDS
 took() { echo "     ($((SECONDS - t0))s)"; }
