@@ -20,7 +20,8 @@
 # lines and sha256 of every file). The build times are printed.
 #
 # usage: test/e2e/buildah.sh PATH-TO-LAYERFS     (as root; installs buildah,
-# runc, busybox-static, uidmap, fuse3 and jq from Debian when missing)
+# runc, busybox-static, uidmap, fuse3, jq, attr and libcap2-bin from Debian
+# when missing)
 set -uo pipefail
 layerfs=$(readlink -f "${1:?usage: $0 PATH-TO-LAYERFS}")
 [ "$(id -u)" = 0 ] || { echo "e2e-buildah: run as root"; exit 1; }
@@ -28,7 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 . "$here/lib.sh"
 need_packages e2e-buildah buildah:buildah runc:runc busybox:busybox-static newuidmap:uidmap \
-	fusermount3:fuse3 jq:jq
+	fusermount3:fuse3 jq:jq setfattr:attr setcap:libcap2-bin
 
 umask 022
 # Short: rootless podman and buildah are slow with long runtime dirs.
@@ -92,7 +93,14 @@ ln -s file "$top/add/opt/add/file.sym"
 echo over > "$top/add/lower/keep-dir/f"         # replaces a lower file
 echo beside > "$top/add/lower/keep-dir/g"
 chown -R 7:7 "$top/add/opt/add/sub"
-tar --numeric-owner -C "$top/add" -cf "$ctx/add.tar" opt lower
+# xattrs: a file capability (dropped by the chown of a RUN step) and a
+# user.* xattr, on files of the ADD layer
+for f in cap cap-chown; do
+	echo "$f" > "$top/add/opt/add/$f"
+	setcap cap_net_raw+ep "$top/add/opt/add/$f"
+	setfattr -n user.note -v "$f" "$top/add/opt/add/$f"
+done
+tar --numeric-owner --xattrs --xattrs-include='*' -C "$top/add" -cf "$ctx/add.tar" opt lower
 cat > "$ctx/Containerfile" <<'CF'
 FROM localhost/bud:base
 ADD add.tar /
@@ -100,7 +108,7 @@ RUN mkdir -p /srv/unpacked && tar -C /srv/unpacked -xzf /lower/pkg.tar.gz && rm 
 RUN rm -r /lower/gone-dir && mv /lower/rename-dir /lower/renamed-dir && mv /lower/rename-file /lower/renamed-file && mv /lower/deep/a /lower/a-moved && echo more >> /lower/a-moved/b/file
 RUN rm -r /lower/remade && mkdir /lower/remade && echo new > /lower/remade/new && echo again > /lower/remade/old1
 RUN ln /lower/linksrc /lower/hl-lower && echo new-file > /new-file && ln /new-file /new-hl && mkdir /hl && ln /lower/linksrc2 /hl/a && ln /lower/linksrc2 /hl/b && ln /srv/unpacked/pkg/share/blob /hl/blob
-RUN chmod 600 /lower/chmod-me && chmod 4755 /lower/suid && chown 12:34 /lower/own-me && chown -h 5:6 /lower/symlink && chown -h 8:9 /lower/abs-symlink && chmod 700 /lower/dirmode && chown 7:8 /lower/dirmode && mkdir -p /home/u1000 && chown 1000:1000 /home/u1000
+RUN chmod 600 /lower/chmod-me && chmod 4755 /lower/suid && chown 12:34 /lower/own-me && chown -h 5:6 /lower/symlink && chown -h 8:9 /lower/abs-symlink && chown 1:1 /opt/add/cap-chown && chmod 700 /lower/dirmode && chown 7:8 /lower/dirmode && mkdir -p /home/u1000 && chown 1000:1000 /home/u1000
 USER 1000
 RUN echo mine > /home/u1000/mine && mkdir /home/u1000/d && echo f > /home/u1000/d/f && ln -s mine /home/u1000/link && ln /home/u1000/mine /home/u1000/mine.hl && chmod 640 /home/u1000/mine && id -u > /home/u1000/id
 CF
@@ -171,6 +179,8 @@ build() {
 		find . -path ./proc -prune -o -path ./sys -prune -o -path ./dev -prune -o \
 			-type d -printf "%y %m %U %G %P\n" -o -printf "%y %m %U %G %n %P -> %l size %s\n" | sort
 		find . -type f -exec sha256sum {} + | sort -k2
+		getfattr -P -R -d -m - -e hex . 2>/dev/null |
+			awk "/^# file: /{ f = substr(\$0, 9); next } /=/{ print \"xattr \" f \" \" \$0 }" | sort
 		cd /
 		buildah umount "$c" >/dev/null
 		buildah rm "$c" >/dev/null' > "$out.rootfs" 2> "$out.rootfs.err"
@@ -179,10 +189,13 @@ build() {
 }
 
 # manifest TAR: one line per member (type and mode, uid/gid, size, name,
-# link target; no times), then one line per regular file with the sha256 of
-# its content
+# link target; no times; the names and sizes of its xattrs), then one line
+# per regular file with the sha256 of its content
 manifest() {
-	tar --numeric-owner --full-time -tvf "$1" | awk '{ $4 = ""; $5 = ""; print }' | sort
+	tar --numeric-owner --full-time --xattrs --xattrs-include='*' -tvvf "$1" | awk '
+		/^  [a-z]: / { sub(/^ +/, ""); prev = prev " [" $0 "]"; next }
+		{ if (n++) print prev; $4 = ""; $5 = ""; prev = $0 }
+		END { if (n) print prev }' | sort
 	tar -xf "$1" --to-command='echo "sha256 $TAR_FILENAME $(sha256sum | cut -c1-64)"' | sort
 }
 # layers DIR: the layer blobs of the image in DIR (dir: transport), bottom first
@@ -257,6 +270,9 @@ expect() {
 		'f 644 1000 1000 1 home/u1000/id ->  size 5'; do
 		check "$1: the image has '$want'" grep -qxF -- "$want" "$r"
 	done
+	check "$1: the image has /opt/add/cap's file capability" grep -q '^xattr opt/add/cap security.capability=' "$r"
+	check "$1: the image has /opt/add/cap's user.note" grep -qxF 'xattr opt/add/cap user.note=0x636170' "$r"
+	check "$1: chown dropped /opt/add/cap-chown's file capability" not grep -q '^xattr opt/add/cap-chown security.capability' "$r"
 	for want in lower/gone-dir lower/rename-dir lower/rename-file lower/deep/a lower/remade/old2 \
 		lower/remade/sub lower/pkg.tar.gz; do
 		check "$1: the image has no $want" not grep -q " $want -> " "$r"
