@@ -116,7 +116,7 @@ func buildahWorkload() *workload {
 		uses:  "tar",
 		store: true,
 		desc: fmt.Sprintf("`buildah bud --layers` (rootful, runc) of a Containerfile whose ADD unpacks the prepared tarball and whose 7 RUN steps delete, rename and re-create lower dirs, chmod/chown -R, hard-link lower files, write as USER 1000 (%d layers); "+
-			"a contender is the overlay driver's mount_program, kernel being kernel overlay behind a mount_program wrapper", buildahLayers),
+			"a contender is the overlay driver's mount_program, kernel being kernel overlay behind a mount_program wrapper; no peak RSS (a FUSE server per mount)", buildahLayers),
 		plain: "the overlay driver without mount_program (its native kernel overlay)",
 		setup: func(ctx context.Context, e *env) error { return e.st.setup(ctx, e.ds) },
 		run: func(ctx context.Context, e *env) error {
