@@ -28,6 +28,7 @@ type env struct {
 	scratch string   // a fresh empty directory of the trial, outside any mount
 	home    string   // HOME for git
 	m       *mount   // nil for plain
+	st      *store   // a store workload's containers-storage (buildah.go)
 
 	cleanups []func()
 	bytes    int64 // bytes a read workload saw, for its check
@@ -55,6 +56,9 @@ type workload struct {
 	plain string // what "plain" measures
 	cold  bool
 	uses  string // lower data read by prime: tree, big, tar, repo or none
+	// store: the harness mounts nothing; the contender is the mount
+	// program of a containers-storage store the workload uses (buildah.go)
+	store bool
 	setup func(ctx context.Context, e *env) error
 	warm  func(ctx context.Context, e *env) error
 	run   func(ctx context.Context, e *env) error
@@ -352,6 +356,7 @@ func allWorkloads() []*workload {
 			run:   gitStatus,
 		},
 		buildWorkload(),
+		buildahWorkload(),
 	}
 }
 
@@ -554,7 +559,19 @@ func (b *bench) trial(w *workload, contender string, rep int) (tr trialResult) {
 		}()
 	}
 
-	if contender == cPlain {
+	if w.store {
+		st, err := b.newStore(contender, dir)
+		if err != nil {
+			tr.err = err.Error()
+			return tr
+		}
+		e.st = st
+		e.plain = contender == cPlain
+		defer func() {
+			st.close()
+			tr.fstype = st.fstype
+		}()
+	} else if contender == cPlain {
 		e.plain = true
 		e.roots = []string{ds.lower1, ds.lower2}
 		e.goDir = filepath.Join(ds.lower1, "go")
