@@ -54,7 +54,7 @@ func Mount(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	fsopts := u.fuseOptions(&opts, u.ino(dirs[0].Layer, rst.Ino))
-	raw := rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests, dirs: &dirReads{}, conn: &conn{}}
+	raw := rawFS{RawFileSystem: fs.NewNodeFS(root, fsopts), reqs: &u.stats.requests, dirs: &dirReads{}}
 	srv, err := newServer(raw, l.mountpoint, &fsopts.MountOptions)
 	if err == nil {
 		go srv.Serve()
@@ -81,13 +81,6 @@ func (u *union) fuseOptions(opts *Options, rootIno uint64) *fs.Options {
 	u.attrTimeout = timeout
 	u.acl = !opts.NoACL
 	caps := uint64(fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_NO_OPENDIR_SUPPORT)
-	if !u.passthrough {
-		// Set-id bits are cleared by us, when the kernel says (rawFS):
-		// fewer requests per write and chown. Not with passthrough: the
-		// kernel writes the upper file itself then, as the server, and
-		// would clear nothing.
-		caps |= fuse.CAP_HANDLE_KILLPRIV_V2
-	}
 	if u.acl {
 		// The kernel then leaves the umask to us: a default ACL
 		// decides instead of it (see rawFS).

@@ -14,21 +14,14 @@ import (
 //     alone, so the umask travels in the mode's unused high bits
 //     (withUmask, splitUmask);
 //   - a count of the requests the kernel sends, by kind (requests), which
-//     layerfs inspect and the benchmark show;
-//   - the kernel's word that a change must clear set-id bits
-//     (killSuidgid, killpriv.go).
+//     layerfs inspect and the benchmark show.
 type rawFS struct {
 	fuse.RawFileSystem
 	reqs *requests
 	// dirs serves READDIR without OPENDIR (dirreads.go); nil keeps
 	// OPENDIR.
 	dirs *dirReads
-	// conn is the connection to the kernel, for notifications; set at
-	// INIT.
-	conn *conn
 }
-
-type conn struct{ *fuse.Server }
 
 // umaskShift places the umask above the file type bits (S_IFMT ends at
 // bit 15).
@@ -112,9 +105,6 @@ func (r *requests) snapshot() map[string]uint64 {
 }
 
 func (r rawFS) Init(s *fuse.Server) {
-	if r.conn != nil {
-		r.conn.Server = s
-	}
 	if r.dirs != nil {
 		r.dirs.server = s
 	}
@@ -141,12 +131,7 @@ func (r rawFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut)
 
 func (r rawFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	r.reqs.count(opSetAttr)
-	st := r.RawFileSystem.SetAttr(c, in, out)
-	if st == fuse.OK && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
-		r.killSuidgid(c, in.InHeader, false)
-		st = r.RawFileSystem.GetAttr(c, &fuse.GetAttrIn{InHeader: in.InHeader}, out)
-	}
-	return st
+	return r.RawFileSystem.SetAttr(c, in, out)
 }
 
 func (r rawFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -230,11 +215,7 @@ func (r rawFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut
 
 func (r rawFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	r.reqs.count(opOpen)
-	st := r.RawFileSystem.Open(c, in, out)
-	if st == fuse.OK && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
-		r.killSuidgid(c, in.InHeader, true)
-	}
-	return st
+	return r.RawFileSystem.Open(c, in, out)
 }
 
 func (r rawFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
@@ -269,20 +250,12 @@ func (r rawFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 
 func (r rawFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	r.reqs.count(opWrite)
-	n, st := r.RawFileSystem.Write(c, in, data)
-	if st == fuse.OK && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		r.killSuidgid(c, in.InHeader, true)
-	}
-	return n, st
+	return r.RawFileSystem.Write(c, in, data)
 }
 
 func (r rawFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	r.reqs.count(opWrite)
-	n, st := r.RawFileSystem.Writev(c, in, data)
-	if st == fuse.OK && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		r.killSuidgid(c, in.InHeader, true)
-	}
-	return n, st
+	return r.RawFileSystem.Writev(c, in, data)
 }
 
 func (r rawFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
