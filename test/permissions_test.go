@@ -1060,9 +1060,9 @@ func permReadBack(t *testing.T, tr *tree) string {
 // Set-id bits after a write or a truncate, by every kind of user, for the
 // modes where the rules differ: S_ISUID goes for all but root; S_ISGID
 // goes where group execute is set, and without it only for callers
-// outside the group. layerfs clears them itself when the kernel asks
-// (FUSE_HANDLE_KILLPRIV_V2). With passthrough the kernel's FUSE module
-// does, by the older rule (S_ISGID only with group execute): the modes
+// outside the group. The kernel's FUSE module clears them by the older
+// rule (S_ISGID only with group execute) and layerfs adds the rest where
+// the write reaches it; with passthrough it does not, so the modes
 // without group execute are left out there (docs/compat.md).
 func TestPermissionSetIDAfterWrite(t *testing.T) {
 	needRoot(t)

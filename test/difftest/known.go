@@ -153,20 +153,6 @@ var KnownDiffs = []Known{
 		},
 	},
 	{
-		Name: "killpriv-noop-chown",
-		Reason: `chown(path, -1, -1) of a set-id file by a user who does not own ` +
-			`it changes nothing on either side, but the kernel answers EPERM ` +
-			`(dropping the set-id bits turns into a mode change only the owner ` +
-			`may make) and layerfs 0: with FUSE_HANDLE_KILLPRIV_V2, which layerfs ` +
-			`negotiates to save a request per write and chown, the kernel's FUSE ` +
-			`module leaves set-id bits to the server, finds nothing else to ` +
-			`change and returns 0 without asking it.`,
-		OpOn: func(o Op, pre *unix.Stat_t, k, l Result) bool {
-			setID := pre != nil && pre.Mode&unix.S_IFMT != unix.S_IFDIR && pre.Mode&(unix.S_ISUID|unix.S_ISGID) != 0
-			return o.Kind == "chown" && o.Uid == -1 && o.Gid == -1 && setID && k.Errno == unix.EPERM && l.Errno == 0
-		},
-	},
-	{
 		Name: "metacopy-redirect-too-long",
 		Reason: `a consequence of metacopy-moved: the kernel renames or links a ` +
 			`lower file metadata-only and names its data with an absolute ` +
