@@ -390,18 +390,9 @@ func ParseStack(text string) (*Stack, error) {
 			r := Entry{Kind: KDir}
 			for _, kv := range f[1:] {
 				k, v, _ := strings.Cut(kv, "=")
-				var n int64
-				var err error
-				switch k {
-				case "mode":
-					n, err = strconv.ParseInt(v, 8, 32)
-					r.Mode = uint32(n)
-				case "uid":
-					r.Uid, err = strconv.Atoi(v)
-				case "gid":
-					r.Gid, err = strconv.Atoi(v)
-				default:
-					err = fmt.Errorf("unknown key %q", k)
+				err := fmt.Errorf("unknown key %q", k)
+				if k == "mode" || k == "uid" || k == "gid" {
+					err = r.set(k, v)
 				}
 				if err != nil {
 					return nil, fmt.Errorf("stack: %q: %v", line, err)
@@ -421,37 +412,7 @@ func ParseStack(text string) (*Stack, error) {
 		e.Kind, e.Path = Kind(f[1]), f[2]
 		for _, kv := range f[3:] {
 			k, v, _ := strings.Cut(kv, "=")
-			var n int64
-			switch k {
-			case "mode":
-				n, err = strconv.ParseInt(v, 8, 32)
-				e.Mode = uint32(n)
-			case "uid":
-				e.Uid, err = strconv.Atoi(v)
-			case "gid":
-				e.Gid, err = strconv.Atoi(v)
-			case "size":
-				e.Size, err = strconv.ParseInt(v, 10, 64)
-			case "pat":
-				e.Pat, err = strconv.Atoi(v)
-			case "sparse":
-				e.Sparse = true
-			case "target":
-				e.Target = v
-			case "opaque":
-				e.Opaque = v
-			case "form":
-				e.Form = v
-			case "x":
-				e.Xattrs = append(e.Xattrs, v)
-			case "acl":
-				e.ACL = v
-			case "dacl":
-				e.DefACL = v
-			default:
-				err = fmt.Errorf("unknown key %q", k)
-			}
-			if err != nil {
+			if err := e.set(k, v); err != nil {
 				return nil, fmt.Errorf("stack: %q: %v", line, err)
 			}
 		}
@@ -461,6 +422,42 @@ func ParseStack(text string) (*Stack, error) {
 		s.Entries = append(s.Entries, e)
 	}
 	return s, nil
+}
+
+// set sets the field an entry line's key=value item names.
+func (e *Entry) set(k, v string) error {
+	var err error
+	var n int64
+	switch k {
+	case "mode":
+		n, err = strconv.ParseInt(v, 8, 32)
+		e.Mode = uint32(n)
+	case "uid":
+		e.Uid, err = strconv.Atoi(v)
+	case "gid":
+		e.Gid, err = strconv.Atoi(v)
+	case "size":
+		e.Size, err = strconv.ParseInt(v, 10, 64)
+	case "pat":
+		e.Pat, err = strconv.Atoi(v)
+	case "sparse":
+		e.Sparse = true
+	case "target":
+		e.Target = v
+	case "opaque":
+		e.Opaque = v
+	case "form":
+		e.Form = v
+	case "x":
+		e.Xattrs = append(e.Xattrs, v)
+	case "acl":
+		e.ACL = v
+	case "dacl":
+		e.DefACL = v
+	default:
+		err = fmt.Errorf("unknown key %q", k)
+	}
+	return err
 }
 
 // without returns the stack less entry i and everything that depends on it
