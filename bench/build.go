@@ -76,8 +76,11 @@ func buildDirs(e *env) (src, out string) {
 // the source read whole, written to NAME.o.tmp and renamed over NAME.o.
 func compileTree(ctx context.Context, dir string) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || ctx.Err() != nil {
-			return firstErr(err, ctx.Err())
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if !d.Type().IsRegular() || strings.HasSuffix(p, ".o") || strings.HasSuffix(p, ".o.tmp") {
 			return nil
@@ -116,21 +119,15 @@ func nodeModules(dir string) error {
 // cleanObjects deletes the objects compileTree made.
 func cleanObjects(ctx context.Context, dir string) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || ctx.Err() != nil {
-			return firstErr(err, ctx.Err())
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if d.Type().IsRegular() && strings.HasSuffix(p, ".o") {
 			return os.Remove(p)
 		}
 		return nil
 	})
-}
-
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
