@@ -72,6 +72,7 @@ type config struct {
 	timeout    time.Duration
 	list       bool
 	driver     string // --layerfs-driver
+	kovl       string // --kovl: buildah-bud's mount program for kernel overlay
 }
 
 // listFlag collects comma-separated values from a repeatable flag.
@@ -121,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.Var(listFlag{&c.only}, "only", "run only these workloads (comma-separated, repeatable; see --list)")
 	fl.Var(listFlag{&c.contenders}, "contenders", "contenders to run (default "+strings.Join(allContenders, ",")+", and layerfs-base with --baseline)")
 	fl.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for each phase of a trial; a contender that times out is skipped in later repetitions")
+	fl.StringVar(&c.kovl, "kovl", "test/e2e/buildah/kovl", "the mount program that puts kernel overlay behind containers/storage, for buildah-bud's kernel contender (the buildah e2e suite's)")
 	fl.StringVar(&c.driver, "layerfs-driver", "fuse", "pass --driver=VALUE to layerfs when it has that flag (fuse: measure the FUSE server even where layerfs would defer to kernel overlay; empty: pass nothing)")
 	fl.BoolVar(&c.list, "list", false, "list the workloads and exit")
 	fl.Usage = func() {

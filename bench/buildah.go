@@ -28,7 +28,7 @@ import (
 //	plain           no mount_program: the driver's native kernel overlay
 //	                (layers read from the upper dir)
 //	kernel          mount_program = a wrapper that mounts kernel overlay
-//	                (kovlScript): the fair reference, since with any
+//	                (test/e2e/buildah/kovl, --kovl): the fair reference, since with any
 //	                mount_program containers/storage diffs layers naively
 //	                (both trees mounted and compared by stat)
 //	layerfs, layerfs-pt, layerfs-base
@@ -69,45 +69,6 @@ USER 1000
 RUN cp -r /data/moved /home/u1000/copy && mkdir /home/u1000/d && echo f > /home/u1000/d/f
 USER 0
 RUN test ! -e /data/src/runtime && test -e /data/src/new && test -z "$(find /data -name '*_test.go')" && test "$(stat -c %u:%g /data/moved)" = 12:34 && test "$(stat -c %h /links/new)" = 2 && test "$(stat -c %u /home/u1000/copy)" = 1000
-`
-
-// kovlScript is a mount_program that mounts kernel overlay (rootful). With
-// a mount_program containers/storage unpacks layers with AUFS whiteouts
-// (.wh.NAME, .wh..wh..opq), which FUSE servers honour and kernel overlay
-// does not: the script turns them into kernel overlay's (a 0/0 character
-// device, trusted.overlay.opaque=y) first. It is
-// test/e2e/buildah/kovl without the rootless part.
-const kovlScript = `#!/bin/sh
-opts= target=
-while [ $# -gt 0 ]; do
-	case $1 in
-	-o) opts=${opts:+$opts,}$2; shift 2 ;;
-	-o*) opts=${opts:+$opts,}${1#-o}; shift ;;
-	-*) shift ;;
-	*) target=$1; shift ;;
-	esac
-done
-keep=
-IFS=,
-for o in $opts; do
-	case $o in
-	lowerdir=* | upperdir=* | workdir=* | volatile) keep=${keep:+$keep,}$o ;;
-	esac
-done
-unset IFS
-echo ",$keep" | sed -E 's/,(lowerdir|upperdir)=/\n/g; s/,[^\n]*//g' | tail -n +2 | tr : '\n' |
-while IFS= read -r d; do
-	[ -n "$d" ] || continue
-	find "$d/" -name '.wh.*' | while IFS= read -r f; do
-		dir=${f%/*} name=${f##*/}
-		if [ "$name" = .wh..wh..opq ]; then
-			setfattr -n trusted.overlay.opaque -v y "$dir"
-		else
-			mknod "$dir/${name#.wh.}" c 0 0
-		fi && rm "$f"
-	done
-done
-exec mount -t overlay overlay -o "$keep" "$target"
 `
 
 func buildahWorkload() *workload {
@@ -159,15 +120,7 @@ func ensureStoreTools() error {
 			return
 		}
 		logf("buildah-bud: apt-get install -y %s", strings.Join(need, " "))
-		env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		upd := exec.Command("apt-get", "update", "-q")
-		upd.Env, upd.Stdout, upd.Stderr = env, os.Stderr, os.Stderr
-		upd.Run()
-		cmd := exec.Command("apt-get", append([]string{"install", "-y", "-q"}, need...)...)
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			storeTools.err = fmt.Errorf("apt-get install %s: %w", strings.Join(need, " "), err)
-		}
+		storeTools.err = aptInstall(need...)
 	})
 	return storeTools.err
 }
@@ -190,8 +143,14 @@ func (b *bench) newStore(contender, dir string) (*store, error) {
 	switch contender {
 	case cPlain:
 	case cKernel:
+		// The e2e suite's mount program (--kovl), copied: it logs its
+		// calls beside itself.
+		var script []byte
+		if script, err = os.ReadFile(b.cfg.kovl); err != nil {
+			return nil, fmt.Errorf("buildah-bud: --kovl: %w", err)
+		}
 		s.mountProgram = filepath.Join(dir, "kovl")
-		err = os.WriteFile(s.mountProgram, []byte(kovlScript), 0o755)
+		err = os.WriteFile(s.mountProgram, script, 0o755)
 	case cLayer:
 		s.mountProgram, err = wrapper(b.layerfs, b.layerfsArgs...)
 	case cLayerPT:

@@ -425,21 +425,31 @@ func ensureFuseOverlayfs() (string, error) {
 		return p, nil
 	}
 	logf("fuse-overlayfs not found; apt-get install -y fuse-overlayfs")
+	if err := aptInstall("fuse-overlayfs"); err != nil {
+		return "", err
+	}
+	return exec.LookPath("fuse-overlayfs")
+}
+
+// aptInstall installs Debian packages, updating the package lists first
+// only when an install from the current ones fails.
+func aptInstall(pkgs ...string) error {
 	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	install := func() error {
-		cmd := exec.Command("apt-get", "install", "-y", "-q", "fuse-overlayfs")
+		cmd := exec.Command("apt-get", append([]string{"install", "-y", "-q"}, pkgs...)...)
 		cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stderr, os.Stderr
 		return cmd.Run()
 	}
-	if install() != nil {
-		upd := exec.Command("apt-get", "update", "-q")
-		upd.Env, upd.Stdout, upd.Stderr = env, os.Stderr, os.Stderr
-		upd.Run()
-		if err := install(); err != nil {
-			return "", fmt.Errorf("apt-get install fuse-overlayfs: %w", err)
-		}
+	if install() == nil {
+		return nil
 	}
-	return exec.LookPath("fuse-overlayfs")
+	upd := exec.Command("apt-get", "update", "-q")
+	upd.Env, upd.Stdout, upd.Stderr = env, os.Stderr, os.Stderr
+	upd.Run()
+	if err := install(); err != nil {
+		return fmt.Errorf("apt-get install %s: %w", strings.Join(pkgs, " "), err)
+	}
+	return nil
 }
 
 // cmdRun runs a command with LC_ALL=C plus extra environment, stdout to
