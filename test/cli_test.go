@@ -2,6 +2,7 @@ package test
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -109,7 +110,9 @@ func TestReadOnlyUnionAndFlags(t *testing.T) {
 // refuses writes; the writable mount and the layers go on unchanged.
 func TestReadOnlyBesideWritableMount(t *testing.T) {
 	needRoot(t)
+	needCmd(t, "setpriv")
 	tr := newTree(t, 1)
+	enterable(t, tr)
 	writeFile(t, filepath.Join(tr.lowers[0], "etc/passwd"), "root:x:0:0::/root:/bin/sh\n")
 	writeFile(t, filepath.Join(tr.lowers[0], "gone"), "g")
 	writeFile(t, filepath.Join(tr.lowers[0], "dir/a"), "a")
@@ -135,6 +138,11 @@ func TestReadOnlyBesideWritableMount(t *testing.T) {
 		assert.ErrorIs(t, err, fs.ErrNotExist, "%s was removed through the writable mount", p)
 	}
 	assert.ErrorIs(t, os.WriteFile(filepath.Join(ro, "new"), nil, 0o644), syscall.EROFS)
+	// Another user (the container's) reads it too, and may not write.
+	r = asOther(t, fmt.Sprintf("cat %[1]s/etc/passwd; ls %[1]s/dir; touch %[1]s/dir/other || echo refused", ro))
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\nb\nrefused\n", r.stdout)
+	assert.Contains(t, r.stderr, "Read-only file system")
 	if r := run(t, "umount", ro); r.code != 0 {
 		t.Fatalf("umount: %s", r.stderr)
 	}
