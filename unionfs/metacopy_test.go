@@ -3,6 +3,7 @@ package unionfs
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -302,8 +303,21 @@ func TestMetacopyOfHardLinks(t *testing.T) {
 		}
 	}
 
+	// Another user reads every name before the chmod, and none after it:
+	// a name still below shows the index entry's mode too.
+	for _, d := range []string{tu.dir, filepath.Dir(tu.dir)} {
+		must(t, os.Chmod(d, 0o755)) // t.TempDir makes them 0700
+	}
+	asOther := func(names ...string) error {
+		args := append([]string{"--reuid=1001", "--regid=1001", "--clear-groups", "cat"}, names...)
+		return exec.Command("setpriv", args...).Run()
+	}
+	assert.NoError(t, asOther(tu.m("a/f"), tu.m("b/h")), "another user reads before the chmod")
 	must(t, os.Chmod(tu.m("a/g"), 0o600))
 	metaOnly("after chmod")
+	for _, n := range []string{"a/f", "a/g", "b/h", "b/k"} {
+		assert.Error(t, asOther(tu.m(n)), "another user reads %s after chmod 0600", n)
+	}
 	reads("after chmod", bigData, 0o600, 4, "a/f", "a/g", "b/h", "b/k")
 	must(t, os.Remove(tu.m("a/f")))
 	metaOnly("after unlink")
