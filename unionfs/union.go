@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/copyup/at"
+	lay "github.com/layerfs/layerfs/unionfs/layout"
 	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -166,17 +167,8 @@ func (u *union) prepareWork(work string) error {
 		return fmt.Errorf("workdir %s: %w", work, err)
 	}
 	u.workDir = fd
-	// A server whose mount was just detached may still be letting go of
-	// the work dir: give it a moment.
-	for i := 0; ; i++ {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if err != unix.EWOULDBLOCK || i == 40 {
-			return fmt.Errorf("workdir %s is in use by another mount", work)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := lay.LockWork(fd); err != nil {
+		return fmt.Errorf("workdir %s is in use by another mount", work)
 	}
 	if err := unix.Mkdirat(fd, "work", 0o700); err != nil && err != unix.EEXIST {
 		return fmt.Errorf("workdir %s: creating work/: %w", work, err)

@@ -92,7 +92,7 @@ func lock(l layout.Layers) (unlock func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := layout.LockWork(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%w by a layerfs server (it holds the lock on %s)", ErrInUse, l.Work)
 	}

@@ -46,7 +46,7 @@ func InUse(l Layers) (who string, busy bool) {
 		fd, err := unix.Open(work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err == nil {
 			defer unix.Close(fd)
-			if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == unix.EWOULDBLOCK {
+			if LockWork(fd) == unix.EWOULDBLOCK {
 				return "a layerfs server (it holds the lock on " + work + ")", true
 			}
 			unix.Flock(fd, unix.LOCK_UN)
@@ -72,5 +72,19 @@ func describeWithin(m *MountInfo, d time.Duration) (*Description, error) {
 		return a.d, a.err
 	case <-time.After(d):
 		return nil, unix.ETIMEDOUT
+	}
+}
+
+// LockWork takes the lock a layerfs server holds on its work dir (fd,
+// open) for the life of its mount. A server whose mount was just
+// detached may still be letting go of it, so a held lock is tried again
+// for up to 2 s before EWOULDBLOCK says that the dir is in use.
+func LockWork(fd int) error {
+	for i := 0; ; i++ {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EWOULDBLOCK || i == 40 {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -159,6 +160,22 @@ func TestInUseByLock(t *testing.T) {
 	who, busy = InUse(l)
 	assert.True(t, busy)
 	assert.Equal(t, "a layerfs server (it holds the lock on "+d["w"]+")", who)
+}
+
+// A server that lets go of its work dir shortly after its mount is gone
+// (as one does while it exits) does not count as using it.
+func TestInUseWhileAServerLetsGo(t *testing.T) {
+	d := dirs(t, "u", "w")
+	l := Layers{Upper: d["u"], Work: d["w"]}
+	fd, err := unix.Open(d["w"], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	require.NoError(t, unix.Flock(fd, unix.LOCK_EX))
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		unix.Close(fd)
+	}()
+	who, busy := InUse(l)
+	assert.False(t, busy, who)
 }
 
 func TestDescribeNotAUnion(t *testing.T) {
